@@ -1,2 +1,218 @@
-//! End-to-end tests for Loa live in `tests/tests/`: each starts the real binaries (and, later, a real broker and
-//! simulated receivers) and checks what a person would see. This library holds nothing but this note.
+//! Harness for Loa's end-to-end tests: start a real controller in-process on free ports (embedded broker or an
+//! external Mosquitto the harness starts), stop and restart it on the same ports, find the shared fixtures, and
+//! wait on conditions with deadlines. The tests themselves are in `core_loop.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use loa_controller::clock::SystemClock;
+use loa_controller::config::ControllerConfig;
+use loa_controller::server::Controller;
+use loa_firmware_sim::api::ApiClient;
+use tokio_util::sync::CancellationToken;
+
+/// `../shared/fixtures/audio/NAME` beside the project root.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/audio").join(name)
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` every 50 ms until it yields `Some`, or fails after `timeout` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Which broker a test controller uses.
+#[derive(Debug, Clone)]
+pub enum BrokerKind {
+    /// rumqttd inside the controller.
+    Embedded,
+    /// An external broker at this URL.
+    External(String),
+}
+
+/// A controller running in this process.
+pub struct TestController {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The admin token.
+    pub token: String,
+    /// The MQTT address receivers use.
+    pub mqtt_url: String,
+    data_dir: PathBuf,
+    http_port: u16,
+    mqtt_port: u16,
+    broker: BrokerKind,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), loa_controller::server::ServerError>>,
+}
+
+impl TestController {
+    /// Starts a controller on fresh ports with its data in `data_dir`.
+    pub async fn start(data_dir: &Path, broker: BrokerKind) -> anyhow::Result<Self> {
+        Self::start_on(data_dir, broker, free_port(), free_port(), None).await
+    }
+
+    async fn start_on(
+        data_dir: &Path,
+        broker: BrokerKind,
+        http_port: u16,
+        mqtt_port: u16,
+        token: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let mut config = ControllerConfig {
+            data_dir: data_dir.to_path_buf(),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], http_port)),
+            mqtt_listen: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
+            replan_interval_ms: 1000,
+            ..ControllerConfig::default()
+        };
+        if let BrokerKind::External(url) = &broker {
+            config.broker = Some(url.clone());
+        }
+        let http = bind_retry(config.http_listen).await?;
+        let mqtt = match broker {
+            BrokerKind::Embedded => Some(bind_retry(config.mqtt_listen).await?),
+            BrokerKind::External(_) => None,
+        };
+        let opened = Controller::open(config.clone(), Arc::new(SystemClock), http, mqtt).await?;
+        let token = match (opened.new_admin_token, token) {
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) => bail!("no admin token"),
+        };
+        let mqtt_url = config.receiver_broker_url(opened.controller.mqtt_addr());
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(opened.controller.run(cancel.clone()));
+        let c = TestController {
+            base: format!("http://127.0.0.1:{http_port}"),
+            token,
+            mqtt_url,
+            data_dir: data_dir.to_path_buf(),
+            http_port,
+            mqtt_port,
+            broker,
+            cancel,
+            task,
+        };
+        let api = c.api();
+        wait_for("the controller's HTTP API", Duration::from_secs(10), || {
+            let api = api.clone();
+            async move { api.get("/areas").await.ok() }
+        })
+        .await?;
+        Ok(c)
+    }
+
+    /// A client of its API.
+    pub fn api(&self) -> ApiClient {
+        ApiClient::new(&self.base, &self.token)
+    }
+
+    /// Stops it (graceful), keeping its data and ports for [`TestController::restart`].
+    pub async fn stop(self) -> anyhow::Result<StoppedController> {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.task).await.context("controller did not stop")???;
+        Ok(StoppedController {
+            data_dir: self.data_dir,
+            http_port: self.http_port,
+            mqtt_port: self.mqtt_port,
+            broker: self.broker,
+            token: self.token,
+        })
+    }
+}
+
+/// A stopped controller's data and ports.
+pub struct StoppedController {
+    data_dir: PathBuf,
+    http_port: u16,
+    mqtt_port: u16,
+    broker: BrokerKind,
+    token: String,
+}
+
+impl StoppedController {
+    /// Starts it again on the same ports with the same data.
+    pub async fn restart(self) -> anyhow::Result<TestController> {
+        TestController::start_on(&self.data_dir, self.broker, self.http_port, self.mqtt_port, Some(self.token)).await
+    }
+}
+
+async fn bind_retry(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for _ in 0..100 {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("bind {addr}")))
+}
+
+/// A Mosquitto broker on a free loopback port, stopped on drop.
+pub struct Mosquitto {
+    child: Child,
+    /// `mqtt://127.0.0.1:PORT`.
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts `mosquitto` (from Debian's package), or `None` when it is not installed and `LOA_REQUIRE_TOOLS` is
+    /// unset (then the test says it skipped).
+    pub async fn start() -> anyhow::Result<Option<Self>> {
+        let program =
+            ["mosquitto", "/usr/sbin/mosquitto"].into_iter().find(|p| Command::new(p).arg("-h").output().is_ok());
+        let Some(program) = program else {
+            if std::env::var_os("LOA_REQUIRE_TOOLS").is_some() {
+                bail!("mosquitto is required (LOA_REQUIRE_TOOLS is set)");
+            }
+            eprintln!("skipping: mosquitto is not installed");
+            return Ok(None);
+        };
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 1048576\n"),
+        )?;
+        let child = Command::new(program).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        let m = Mosquitto { child, url: format!("mqtt://127.0.0.1:{port}"), _dir: dir };
+        wait_for("mosquitto to listen", Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+        })
+        .await?;
+        Ok(Some(m))
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

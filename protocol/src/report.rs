@@ -201,4 +201,13 @@ mod tests {
         let too_many = ReportAck { ids: (0..=MAX_ACK as u64).collect(), now: None };
         assert!(too_many.to_json().is_err());
     }
+
+    #[test]
+    fn ack_now_is_optional() {
+        let ack = ReportAck::from_json(br#"{"ids":[1]}"#).unwrap();
+        assert_eq!(ack.now, None);
+        let with = ReportAck { ids: vec![1], now: Some(Timestamp::from_unix_ms(5).unwrap()) };
+        assert_eq!(with.to_json().unwrap(), br#"{"ids":[1],"now":5}"#);
+        assert_eq!(ReportAck::from_json(&with.to_json().unwrap()).unwrap(), with);
+    }
 }

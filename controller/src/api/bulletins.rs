@@ -1,0 +1,251 @@
+//! `/bulletins`: upload a recording (multipart; answered 202 while it encodes in the background), add another
+//! language, look at the state of each variant, download the encoded Ogg Opus, cancel.
+//!
+//! The upload is streamed to `DATA/uploads/` (never held whole in memory) and counted against
+//! `max_upload_bytes` (413 past it); the encode job deletes it when done.
+
+use std::path::PathBuf;
+
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use super::{rfc3339, rfc3339_opt, ApiError, ApiSettings, AppState, Params};
+use crate::store::bulletins::{Bulletin, VariantStatus};
+use crate::store::random_id;
+
+pub(super) fn routes(settings: &ApiSettings) -> Router<AppState> {
+    // Leave room for the multipart framing and the text fields; the file itself is counted exactly.
+    let limit = usize::try_from(settings.max_upload_bytes.saturating_add(1024 * 1024)).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/bulletins", post(upload).get(list).layer(DefaultBodyLimit::max(limit)))
+        .route("/bulletins/{id}", get(one).delete(cancel))
+        .route("/bulletins/{id}/variants", post(add_variant).layer(DefaultBodyLimit::max(limit)))
+        .route("/bulletins/{id}/audio", get(audio))
+}
+
+/// A multipart upload saved to disk.
+struct Upload {
+    file: Option<PathBuf>,
+    file_bytes: u64,
+    title: Option<String>,
+    category: Option<String>,
+    language: Option<String>,
+}
+
+impl Upload {
+    fn discard(&mut self) {
+        if let Some(path) = self.file.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    let status = e.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(status, "the upload is too big")
+    } else {
+        ApiError::new(status, format!("could not read the upload ({})", e.body_text()))
+    }
+}
+
+async fn read_upload(state: &AppState, mut mp: Multipart) -> Result<Upload, ApiError> {
+    let mut up = Upload { file: None, file_bytes: 0, title: None, category: None, language: None };
+    let result = read_fields(state, &mut mp, &mut up).await;
+    if result.is_err() {
+        up.discard();
+    }
+    result.map(|()| up)
+}
+
+async fn read_fields(state: &AppState, mp: &mut Multipart, up: &mut Upload) -> Result<(), ApiError> {
+    let max = state.settings.max_upload_bytes;
+    while let Some(mut field) = mp.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "file" => {
+                if up.file.is_some() {
+                    return Err(ApiError::unprocessable("send one file per request"));
+                }
+                let path = state.store.data_dir().join("uploads").join(format!("incoming-{}.part", random_id("", 8)));
+                up.file = Some(path.clone());
+                let mut out = tokio::fs::File::create(&path).await.map_err(ApiError::internal)?;
+                while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                    up.file_bytes += chunk.len() as u64;
+                    if up.file_bytes > max {
+                        return Err(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("the file is bigger than the limit of {} MiB", max / (1024 * 1024)),
+                        ));
+                    }
+                    out.write_all(&chunk).await.map_err(ApiError::internal)?;
+                }
+                out.sync_all().await.map_err(ApiError::internal)?;
+            }
+            "title" | "category" | "language" => {
+                let text = field.text().await.map_err(multipart_error)?;
+                let text = Some(text.trim().to_string());
+                match name.as_str() {
+                    "title" => up.title = text,
+                    "category" => up.category = text,
+                    _ => up.language = text,
+                }
+            }
+            other => {
+                return Err(ApiError::unprocessable(format!(
+                    "unknown field \"{other}\"; send file, title, category, language"
+                )))
+            }
+        }
+    }
+    match &up.file {
+        None => Err(ApiError::unprocessable("attach the recording as the multipart field \"file\"")),
+        Some(_) if up.file_bytes == 0 => Err(ApiError::unprocessable("the file is empty")),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Moves the saved upload to the variant's place and starts its encode job.
+fn start_encode(state: &AppState, up: &mut Upload, variant_id: i64) -> Result<(), ApiError> {
+    let Some(tmp) = up.file.take() else { return Err(ApiError::unprocessable("no file")) };
+    if let Err(e) = std::fs::rename(&tmp, state.store.upload_path(variant_id)) {
+        let _ = std::fs::remove_file(&tmp);
+        let _ = state.store.variant_failed(variant_id, "the upload could not be kept; upload it again");
+        return Err(ApiError::internal(e));
+    }
+    crate::encode_job::spawn_encode(state, variant_id);
+    Ok(())
+}
+
+async fn upload(State(state): State<AppState>, mp: Multipart) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut up = read_upload(&state, mp).await?;
+    let language = up.language.clone().filter(|l| !l.is_empty()).unwrap_or_else(|| "vi".into());
+    let created = state.store.create_bulletin(
+        up.title.as_deref().unwrap_or_default(),
+        up.category.as_deref().unwrap_or("other"),
+        &language,
+        state.now_ms(),
+    );
+    let (id, variant) = match created {
+        Ok(ok) => ok,
+        Err(e) => {
+            up.discard();
+            return Err(e.into());
+        }
+    };
+    start_encode(&state, &mut up, variant)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "encoding", "language": language}))))
+}
+
+async fn add_variant(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    mp: Multipart,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut up = read_upload(&state, mp).await?;
+    if up.title.is_some() || up.category.is_some() {
+        up.discard();
+        return Err(ApiError::unprocessable("a variant takes only file and language"));
+    }
+    let Some(language) = up.language.clone().filter(|l| !l.is_empty()) else {
+        up.discard();
+        return Err(ApiError::unprocessable("say which language this recording is in (field \"language\")"));
+    };
+    let variant = match state.store.add_variant(&id, &language, state.now_ms()) {
+        Ok(v) => v,
+        Err(e) => {
+            up.discard();
+            return Err(e.into());
+        }
+    };
+    start_encode(&state, &mut up, variant)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "language": language, "status": "encoding"}))))
+}
+
+/// The API view of a bulletin.
+pub fn view(b: &Bulletin) -> Value {
+    let status = if b.cancelled_at.is_some() { "cancelled" } else { status_name(b.status()) };
+    json!({
+        "id": b.id,
+        "title": b.title,
+        "category": b.category,
+        "status": status,
+        "duration_ms": b.duration_ms(),
+        "bytes": b.bytes(),
+        "created_at": rfc3339(b.created_at),
+        "cancelled_at": rfc3339_opt(b.cancelled_at),
+        "variants": b.variants.iter().map(|v| json!({
+            "id": v.protocol_id(),
+            "language": v.language,
+            "status": status_name(v.status),
+            "error": v.error,
+            "duration_ms": v.duration_ms,
+            "bytes": v.bytes,
+            "sha256": v.sha256,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn status_name(s: VariantStatus) -> &'static str {
+    match s {
+        VariantStatus::Encoding => "encoding",
+        VariantStatus::Ready => "ready",
+        VariantStatus::Failed => "failed",
+    }
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(Value::Array(state.store.list_bulletins()?.iter().map(view).collect())))
+}
+
+async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(&state.store.bulletin(&id)?)))
+}
+
+async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let n = state.store.cancel_bulletin(&id, state.now_ms())?;
+    state.replan.notify_one();
+    Ok(Json(json!({"id": id, "status": "cancelled", "cancelled_plays": n})))
+}
+
+#[derive(Debug, Deserialize)]
+struct AudioQuery {
+    language: Option<String>,
+}
+
+async fn audio(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Params(q): Params<AudioQuery>,
+) -> Result<Response, ApiError> {
+    let b = state.store.bulletin(&id)?;
+    let variant =
+        match &q.language {
+            Some(lang) => {
+                let v = b.variants.iter().find(|v| &v.language == lang).ok_or_else(|| {
+                    ApiError::new(StatusCode::NOT_FOUND, format!("bulletin {id} has no \"{lang}\" recording"))
+                })?;
+                if v.status != VariantStatus::Ready {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!("the \"{lang}\" recording is {}", status_name(v.status)),
+                    ));
+                }
+                v
+            }
+            None => b.variants.iter().find(|v| v.status == VariantStatus::Ready).ok_or_else(|| {
+                ApiError::new(StatusCode::CONFLICT, format!("bulletin {id} has no encoded audio yet"))
+            })?,
+        };
+    let sha = variant.sha256.as_deref().unwrap_or_default();
+    let bytes = tokio::fs::read(state.store.bulletin_path(sha)).await.map_err(ApiError::internal)?;
+    let disposition = format!("inline; filename=\"{}.opus\"", variant.protocol_id());
+    Ok(([(header::CONTENT_TYPE, "audio/ogg".to_string()), (header::CONTENT_DISPOSITION, disposition)], bytes)
+        .into_response())
+}

@@ -1,0 +1,259 @@
+//! The embedded MQTT broker: rumqttd, wrapped so that it behaves like the rest of the controller.
+//!
+//! rumqttd's `Broker::start()` blocks forever, has no shutdown, and reports a busy port only in its log. So the
+//! broker proper listens on a private loopback port that this module picks, and the public listener (which the
+//! caller binds and passes in, so a busy port is the caller's error, and tests use port 0) is served by a small
+//! TCP relay here. On cancel the relay closes its listener and every client connection, which frees the public
+//! port at once and looks to receivers exactly like a broker restart; the idle rumqttd threads stay behind until
+//! the process exits (a documented limit of rumqttd). The relay also counts bytes in each direction, which the
+//! wire benchmark reads.
+//!
+//! Authentication: every client must log in with username = client id. The controller's own client uses a secret
+//! kept in the settings table; a receiver's password is checked against the SHA-256 stored at registration.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use sha2::{Digest, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::store::Store;
+
+/// Largest MQTT packet accepted (a signed plan is at most ~257 KiB).
+pub const MAX_PACKET_BYTES: usize = 512 * 1024;
+
+/// What can go wrong starting the embedded broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// No private loopback port could be reserved for rumqttd.
+    #[error("cannot reserve a loopback port for the embedded broker: {0}")]
+    Reserve(std::io::Error),
+    /// rumqttd did not start listening (its thread ended or it stayed silent).
+    #[error("the embedded MQTT broker did not start: {0}")]
+    Start(String),
+    /// The public listener failed.
+    #[error("MQTT listener: {0}")]
+    Listener(std::io::Error),
+}
+
+/// Byte counters of the public listener (all connections together).
+#[derive(Debug, Default)]
+pub struct WireCounters {
+    /// Bytes from clients to the broker.
+    pub up_bytes: AtomicU64,
+    /// Bytes from the broker to clients.
+    pub down_bytes: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
+}
+
+/// A started embedded broker. [`EmbeddedBroker::run`] serves the public listener until cancelled.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    listener: TcpListener,
+    internal: SocketAddr,
+    counters: Arc<WireCounters>,
+}
+
+/// Checks an MQTT login against the controller's own credentials and the receivers table.
+fn check_login(
+    store: &Store,
+    controller_id: &str,
+    controller_secret: &str,
+    client: &str,
+    user: &str,
+    pass: &str,
+) -> bool {
+    if client != user {
+        return false;
+    }
+    if client == controller_id {
+        return !controller_secret.is_empty() && pass == controller_secret;
+    }
+    let want = hex::encode(Sha256::digest(pass.as_bytes()));
+    match crate::store::dispatch::secret_hash(store, client) {
+        Ok(Some(stored)) => stored.eq_ignore_ascii_case(&want),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(client, error = %e, "broker login: store lookup failed");
+            false
+        }
+    }
+}
+
+impl EmbeddedBroker {
+    /// Starts rumqttd on a private loopback port, with logins checked against `store`, and waits until it
+    /// accepts connections. `listener` is the public MQTT listener that receivers connect to.
+    pub async fn start(
+        listener: TcpListener,
+        store: Store,
+        controller_id: String,
+        controller_secret: String,
+        counters: Arc<WireCounters>,
+    ) -> Result<Self, BrokerError> {
+        let reserve =
+            std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).map_err(BrokerError::Reserve)?;
+        let internal = reserve.local_addr().map_err(BrokerError::Reserve)?;
+        drop(reserve);
+
+        let mut connections = ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: MAX_PACKET_BYTES,
+            max_inflight_count: 500,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        };
+        connections.set_auth_handler(move |client: String, user: String, pass: String| {
+            let store = store.clone();
+            let controller_id = controller_id.clone();
+            let controller_secret = controller_secret.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    check_login(&store, &controller_id, &controller_secret, &client, &user, &pass)
+                })
+                .await
+                .unwrap_or(false)
+            }
+        });
+        let server = ServerSettings {
+            name: "loa-v4".into(),
+            listen: internal,
+            tls: None,
+            next_connection_delay_ms: 0,
+            connections,
+        };
+        let config = Config {
+            id: 0,
+            router: RouterConfig {
+                max_connections: 100_000,
+                max_outgoing_packet_count: 1000,
+                max_segment_size: 100 * 1024 * 1024,
+                max_segment_count: 10,
+                ..RouterConfig::default()
+            },
+            v4: Some(HashMap::from([("loa".to_string(), server)])),
+            ..Config::default()
+        };
+
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<String>();
+        std::thread::Builder::new()
+            .name("rumqttd".into())
+            .spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                let outcome = match broker.start() {
+                    Ok(()) => "rumqttd stopped (is the port in use?)".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                let _ = done_tx.send(outcome);
+            })
+            .map_err(|e| BrokerError::Start(e.to_string()))?;
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(internal).await.is_ok() {
+                break;
+            }
+            if let Ok(why) = done_rx.try_recv() {
+                return Err(BrokerError::Start(why));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(BrokerError::Start(format!("nothing listens on {internal} after 10 s")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(public = ?listener.local_addr().ok(), %internal, "embedded MQTT broker started");
+        Ok(EmbeddedBroker { listener, internal, counters })
+    }
+
+    /// The loopback address of rumqttd itself (the controller's own client connects here).
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal
+    }
+
+    /// The public address receivers connect to.
+    pub fn public_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Byte counters of the public listener.
+    pub fn counters(&self) -> Arc<WireCounters> {
+        self.counters.clone()
+    }
+
+    /// Relays public connections to rumqttd until `cancel`; then closes the listener and every connection.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), BrokerError> {
+        let tracker = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = cancel.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let (client, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "MQTT accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            self.counters.connections.fetch_add(1, Ordering::Relaxed);
+            let internal = self.internal;
+            let counters = self.counters.clone();
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                if let Err(e) = relay(client, internal, counters, cancel).await {
+                    tracing::debug!(%peer, error = %e, "MQTT connection ended");
+                }
+            });
+        }
+        drop(self.listener);
+        tracker.close();
+        tracker.wait().await;
+        tracing::info!("embedded MQTT broker stopped");
+        Ok(())
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    internal: SocketAddr,
+    counters: Arc<WireCounters>,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let _ = client.set_nodelay(true);
+    let broker = TcpStream::connect(internal).await?;
+    let _ = broker.set_nodelay(true);
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut broker_rx, mut broker_tx) = broker.into_split();
+    tokio::select! {
+        _ = cancel.cancelled() => Ok(()),
+        r = pump(&mut client_rx, &mut broker_tx, &counters.up_bytes) => r,
+        r = pump(&mut broker_rx, &mut client_tx, &counters.down_bytes) => r,
+    }
+}
+
+/// Copies one direction until end of stream, counting bytes as they pass.
+async fn pump(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    counter: &AtomicU64,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        to.write_all(&buf[..n]).await?;
+    }
+}

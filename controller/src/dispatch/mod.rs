@@ -1,0 +1,218 @@
+//! Dispatch: the controller's side of the MQTT conversation with receivers.
+//!
+//! [`Dispatcher::run`] waits on three things: the link's events (a (re)connection, or a message from a receiver),
+//! the `replan` notification that the API and the encode job raise whenever plays or audio change, and a
+//! periodic tick. For each receiver it composes the plan ([`plan`]), and when the plays changed (or the signed
+//! plan is getting old) it publishes, retained, the signed manifests of the files the plan needs and then the
+//! signed plan with the next sequence number. Receivers then ask for chunks, which [`incoming`] answers from the
+//! files of [`files`]; it also stores status, health and play reports (deduplicated, acknowledged).
+
+mod files;
+mod incoming;
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loa_protocol::{Plan, ReceiverId, Signer, Timestamp, Topics};
+use rumqttc::AsyncClient;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::mqtt::LinkEvent;
+use crate::store::dispatch as q;
+use crate::store::{Store, StoreError};
+
+pub use files::{FileError, Files};
+
+/// What stops dispatch from doing its job (messages that are merely bad are logged and counted, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A message could not be built (a bug, or data in the store breaking a protocol rule).
+    #[error("building a message: {0}")]
+    Protocol(#[from] loa_protocol::ProtocolError),
+    /// The MQTT client's queue is closed (the link task ended).
+    #[error("MQTT client: {0}")]
+    Mqtt(#[from] rumqttc::ClientError),
+}
+
+/// Timing of dispatch.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// How far ahead plans reach (at least 48 h; default 72 h).
+    pub horizon_ms: i64,
+    /// How often plans are recomposed without being asked (default 60 s).
+    pub tick_ms: u64,
+    /// A plan older than this is re-signed and republished even if unchanged (default 6 h).
+    pub refresh_ms: i64,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        DispatchSettings { horizon_ms: 72 * 3600 * 1000, tick_ms: 60_000, refresh_ms: 6 * 3600 * 1000 }
+    }
+}
+
+/// Counters of what dispatch did and dropped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Plans published.
+    pub plans: u64,
+    /// Chunks sent.
+    pub chunks: u64,
+    /// Chunk bytes sent (payload).
+    pub chunk_bytes: u64,
+    /// Reports stored (not counting resends).
+    pub reports: u64,
+    /// Messages dropped as malformed, unknown or not allowed.
+    pub dropped: u64,
+}
+
+/// The dispatcher. See the module doc.
+pub struct Dispatcher {
+    store: Store,
+    signer: Arc<Signer>,
+    topics: Topics,
+    clock: Arc<dyn Clock>,
+    client: AsyncClient,
+    events: mpsc::Receiver<LinkEvent>,
+    replan: Arc<Notify>,
+    settings: DispatchSettings,
+    files: Files,
+    /// Chunks sent per (receiver, wire bulletin id), for download progress.
+    sent: HashMap<(String, String), Vec<bool>>,
+    /// Latest online session per receiver, so that an old session's last will does not mark a new one offline.
+    sessions: HashMap<String, u64>,
+    stats: Arc<std::sync::Mutex<Stats>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher publishing with `client` and reading `events` (from [`crate::mqtt::MqttLink`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        signer: Arc<Signer>,
+        topics: Topics,
+        clock: Arc<dyn Clock>,
+        client: AsyncClient,
+        events: mpsc::Receiver<LinkEvent>,
+        replan: Arc<Notify>,
+        settings: DispatchSettings,
+    ) -> Self {
+        Dispatcher {
+            store,
+            signer,
+            topics,
+            clock,
+            client,
+            events,
+            replan,
+            settings,
+            files: Files::default(),
+            sent: HashMap::new(),
+            sessions: HashMap::new(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Shared counters, readable while it runs.
+    pub fn stats(&self) -> Arc<std::sync::Mutex<Stats>> {
+        self.stats.clone()
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_datetime(self.clock.now()).unwrap_or(Timestamp::EPOCH)
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Stats)) {
+        if let Ok(mut stats) = self.stats.lock() {
+            f(&mut stats);
+        }
+    }
+
+    /// Runs until `cancel`. Errors only when the MQTT client or the database is gone for good.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), DispatchError> {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.settings.tick_ms.max(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let replan = self.replan.clone();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                event = self.events.recv() => match event {
+                    None => return Ok(()),
+                    Some(LinkEvent::Connected) => {
+                        self.client.subscribe(self.topics.controller_subscription(), rumqttc::QoS::AtLeastOnce).await?;
+                        self.publish_plans(true).await?;
+                    }
+                    Some(LinkEvent::Message { topic, payload }) => self.handle(&topic, &payload).await?,
+                },
+                _ = replan.notified() => self.publish_plans(false).await?,
+                _ = tick.tick() => self.publish_plans(false).await?,
+            }
+        }
+    }
+
+    /// Recomposes every receiver's plan and publishes those that changed (all of them if `force`).
+    pub async fn publish_plans(&mut self, force: bool) -> Result<(), DispatchError> {
+        let now = self.now();
+        for rx in q::receivers(&self.store)? {
+            let Ok(id) = ReceiverId::new(rx.id.clone()) else {
+                tracing::warn!(receiver = %rx.id, "receiver id is not valid on the wire; skipped");
+                continue;
+            };
+            if let Err(e) = self.publish_plan(&id, rx.area_id, now, force).await {
+                match e {
+                    DispatchError::Mqtt(_) => return Err(e),
+                    other => tracing::error!(receiver = %rx.id, error = %other, "plan not published"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn publish_plan(
+        &mut self,
+        rx: &ReceiverId,
+        area_id: i64,
+        now: Timestamp,
+        force: bool,
+    ) -> Result<(), DispatchError> {
+        let from = now.saturating_add_ms(-i64::from(plan::LATE_EMERGENCY_S) * 1000);
+        let until =
+            from.saturating_add_ms(self.settings.horizon_ms.max(loa_protocol::plan::MIN_HORIZON_MS + 3_600_000));
+        let composed = plan::compose(&self.store, rx, area_id, from, until)?;
+        let held = q::plan_version(&self.store, rx.as_str())?;
+        let fresh = held
+            .as_ref()
+            .is_some_and(|(_, digest, at)| *digest == composed.digest && now.unix_ms() - at < self.settings.refresh_ms);
+        if fresh && !force {
+            return Ok(());
+        }
+        for variant in &composed.variants {
+            let file = match self.files.get(&self.store, variant, now) {
+                Ok(file) => file,
+                Err(e) => {
+                    tracing::error!(variant = %variant.protocol_id(), error = %e, "bulletin file cannot be served");
+                    continue;
+                }
+            };
+            let signed = self.signer.sign(&file.manifest, now, file.manifest.expires_at)?;
+            let topic = self.topics.manifest(rx, &file.manifest.bulletin);
+            self.client.publish(topic, rumqttc::QoS::AtLeastOnce, true, signed.to_json()?).await?;
+        }
+        // Always a new sequence: a receiver refuses a plan whose seq it already holds.
+        let seq = held.as_ref().map_or(1, |(seq, _, _)| seq + 1);
+        let plan = Plan { receiver: rx.clone(), seq, from, until, plays: composed.plays };
+        let signed = self.signer.sign(&plan, now, until)?;
+        self.client.publish(self.topics.plan(rx), rumqttc::QoS::AtLeastOnce, true, signed.to_json()?).await?;
+        q::set_plan_version(&self.store, rx.as_str(), seq, &composed.digest, now.unix_ms())?;
+        self.count(|s| s.plans += 1);
+        tracing::debug!(receiver = %rx, seq, plays = plan.plays.len(), "plan published");
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! Starting and stopping a whole controller: [`Controller::open`] opens the data directory (database, signing
+//! key, admin token) and takes the listeners the caller bound; [`Controller::run`] starts the embedded broker (or
+//! connects to an external one), dispatch, the HTTP API, the encode jobs left from a previous run and the hourly
+//! extension of schedules into plays, and stops them all when the token is cancelled.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loa_protocol::{Signer, Topics};
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiSettings, AppState};
+use crate::broker::{BrokerError, EmbeddedBroker, WireCounters};
+use crate::clock::Clock;
+use crate::config::ControllerConfig;
+use crate::dispatch::{DispatchError, DispatchSettings, Dispatcher};
+use crate::mqtt::{MqttError, MqttLink, MqttSettings};
+use crate::store::{Store, StoreError};
+
+/// Why a controller cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory's database.
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    /// The signing key.
+    #[error("signing key: {0}")]
+    Key(#[from] crate::keys::KeyError),
+    /// The embedded broker.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The external broker's address.
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
+    /// Dispatch stopped.
+    #[error("dispatch: {0}")]
+    Dispatch(#[from] DispatchError),
+    /// The topic root.
+    #[error("topic_root: {0}")]
+    Topics(#[from] loa_protocol::ProtocolError),
+    /// The HTTP server.
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// An opened controller, ready to run.
+pub struct Controller {
+    config: ControllerConfig,
+    clock: Arc<dyn Clock>,
+    store: Store,
+    signer: Arc<Signer>,
+    http: TcpListener,
+    mqtt: Option<TcpListener>,
+    replan: Arc<Notify>,
+    counters: Arc<WireCounters>,
+}
+
+/// What [`Controller::open`] found or made.
+pub struct Opened {
+    /// The controller.
+    pub controller: Controller,
+    /// The admin token, if it was created now (shown once: it is stored hashed).
+    pub new_admin_token: Option<String>,
+}
+
+impl Controller {
+    /// Opens the data directory. `mqtt` is the embedded broker's listener (ignored with an external broker).
+    pub async fn open(
+        config: ControllerConfig,
+        clock: Arc<dyn Clock>,
+        http: TcpListener,
+        mqtt: Option<TcpListener>,
+    ) -> Result<Opened, ServerError> {
+        let store = Store::open(&config.data_dir)?;
+        let signer = Arc::new(crate::keys::load_or_create(&config.data_dir)?);
+        let new_admin_token = api::ensure_admin_token(&store)?;
+        let controller = Controller {
+            config,
+            clock,
+            store,
+            signer,
+            http,
+            mqtt,
+            replan: Arc::new(Notify::new()),
+            counters: Arc::default(),
+        };
+        Ok(Opened { controller, new_admin_token })
+    }
+
+    /// The HTTP address (with the real port when bound to port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.local_addr().ok()
+    }
+
+    /// The embedded broker's public address, if embedded.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        match (&self.config.broker, &self.mqtt) {
+            (None, Some(l)) => l.local_addr().ok(),
+            _ => None,
+        }
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Wakes dispatch to recompose plans (after changing the store directly, as the demo seeding does).
+    pub fn replan_handle(&self) -> Arc<Notify> {
+        self.replan.clone()
+    }
+
+    /// Byte counters of the embedded broker's public listener.
+    pub fn wire_counters(&self) -> Arc<WireCounters> {
+        self.counters.clone()
+    }
+
+    /// The settings the API hands receivers (broker URL, topic root, trusted key).
+    pub fn api_settings(&self) -> ApiSettings {
+        ApiSettings {
+            max_upload_bytes: self.config.max_upload_bytes,
+            broker_url_for_receivers: self.config.receiver_broker_url(self.mqtt_addr()),
+            topic_root: self.config.topic_root.clone(),
+            trusted_keys: vec![(self.signer.kid().to_string(), hex::encode(self.signer.public_key()))],
+            tz: self.config.tz(),
+        }
+    }
+
+    /// Runs everything until `cancel`.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), ServerError> {
+        let topics = Topics::new(&self.config.topic_root)?;
+        let settings = self.api_settings();
+        let inner = cancel.child_token();
+        let mut tasks = tokio::task::JoinSet::new();
+
+        let mqtt_settings = match (&self.config.broker, self.mqtt) {
+            (None, Some(listener)) => {
+                let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
+                let broker = EmbeddedBroker::start(
+                    listener,
+                    self.store.clone(),
+                    self.config.controller_client_id.clone(),
+                    secret.clone(),
+                    self.counters.clone(),
+                )
+                .await?;
+                let internal = broker.internal_addr();
+                let token = inner.clone();
+                tasks.spawn(async move { broker.run(token).await.map_err(ServerError::from) });
+                MqttSettings {
+                    host: internal.ip().to_string(),
+                    port: internal.port(),
+                    client_id: self.config.controller_client_id.clone(),
+                    password: Some(secret),
+                    keep_alive_s: 30,
+                }
+            }
+            (Some(url), _) => {
+                MqttSettings::from_url(url, &self.config.controller_client_id, self.config.broker_password.clone())?
+            }
+            (None, None) => {
+                return Err(ServerError::Broker(BrokerError::Start(
+                    "no MQTT listener given for the embedded broker".into(),
+                )))
+            }
+        };
+
+        let (events_tx, events_rx) = mpsc::channel(4096);
+        let (client, link) = MqttLink::new(&mqtt_settings, events_tx);
+        let token = inner.clone();
+        tasks.spawn(async move {
+            link.run(token).await;
+            Ok(())
+        });
+
+        let dispatch_settings = DispatchSettings {
+            horizon_ms: self.config.plan_horizon_ms,
+            tick_ms: self.config.replan_interval_ms,
+            ..DispatchSettings::default()
+        };
+        let dispatcher = Dispatcher::new(
+            self.store.clone(),
+            self.signer.clone(),
+            topics,
+            self.clock.clone(),
+            client.clone(),
+            events_rx,
+            self.replan.clone(),
+            dispatch_settings,
+        );
+        let token = inner.clone();
+        tasks.spawn(async move { dispatcher.run(token).await.map_err(ServerError::from) });
+
+        let state =
+            AppState { store: self.store.clone(), clock: self.clock.clone(), replan: self.replan.clone(), settings };
+        crate::encode_job::resume_pending(&state);
+        let token = inner.clone();
+        let (store, clock, replan) = (self.store.clone(), self.clock.clone(), self.replan.clone());
+        tasks.spawn(async move {
+            extend_plays_hourly(store, clock, replan, token).await;
+            Ok(())
+        });
+
+        let app = api::app(state);
+        let token = inner.clone();
+        let http = self.http;
+        tasks.spawn(async move {
+            axum::serve(http, app).with_graceful_shutdown(token.cancelled_owned()).await.map_err(ServerError::Http)
+        });
+        tracing::info!(mqtt = ?self.config.broker, "controller running");
+
+        let mut outcome = Ok(());
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            Some(joined) = tasks.join_next() => {
+                if let Ok(Err(e)) = joined {
+                    tracing::error!(error = %e, "a controller part stopped");
+                    outcome = Err(e);
+                }
+            }
+        }
+        inner.cancel();
+        let _ = client.try_disconnect();
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain).await.is_err() {
+            tracing::warn!("some controller tasks did not stop within 10 s");
+        }
+        tracing::info!("controller stopped");
+        outcome
+    }
+}
+
+async fn extend_plays_hourly(store: Store, clock: Arc<dyn Clock>, replan: Arc<Notify>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (store, clock) = (store.clone(), clock.clone());
+        let added = tokio::task::spawn_blocking(move || {
+            let now = loa_protocol::Timestamp::from_datetime(clock.now()).map_err(|e| e.to_string())?;
+            crate::schedule::extend_plays(&store, now).map_err(|e| e.to_string())
+        })
+        .await;
+        match added {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::info!(plays = n, "schedules extended");
+                replan.notify_one();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "extending schedules failed"),
+            Err(e) => tracing::error!(error = %e, "extending schedules panicked"),
+        }
+    }
+}

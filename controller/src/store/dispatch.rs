@@ -1,0 +1,304 @@
+//! What dispatch reads and writes: each receiver's upcoming plays with their ready language variants, the plan
+//! version last published, online state and health, play reports (deduplicated) and download progress.
+//! Plain SQL on the tables of `schema_v1.sql`; the API side lives in the sibling modules.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{Store, StoreError};
+
+/// A receiver, as dispatch needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiverRow {
+    /// Receiver id (MQTT client id).
+    pub id: String,
+    /// The village (or other node) it belongs to.
+    pub area_id: i64,
+}
+
+/// One upcoming play of one receiver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlayRow {
+    /// 'p-' + 16 hex.
+    pub id: String,
+    /// UTC ms.
+    pub planned_at: i64,
+    /// normal | priority | emergency.
+    pub tier: String,
+    /// The bulletin.
+    pub bulletin_id: String,
+    /// 0..1, if set on the schedule.
+    pub volume: Option<f64>,
+}
+
+/// One ready (encoded) language variant of a bulletin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariantRow {
+    /// Bulletin id.
+    pub bulletin_id: String,
+    /// Language code.
+    pub language: String,
+    /// Hex SHA-256 of the Ogg Opus file.
+    pub sha256: String,
+    /// File size.
+    pub bytes: i64,
+    /// Playing time.
+    pub duration_ms: i64,
+    /// Bulletin title.
+    pub title: String,
+    /// Bulletin category.
+    pub category: String,
+}
+
+impl VariantRow {
+    /// Its id on the wire: `{bulletin_id}-{language}`.
+    pub fn protocol_id(&self) -> String {
+        format!("{}-{}", self.bulletin_id, self.language)
+    }
+}
+
+/// Every receiver.
+pub fn receivers(store: &Store) -> Result<Vec<ReceiverRow>, StoreError> {
+    store.with_conn(|c| {
+        let mut stmt = c.prepare("SELECT id, area_id FROM receivers ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok(ReceiverRow { id: r.get(0)?, area_id: r.get(1)? }))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+}
+
+/// The stored SHA-256 (hex) of a receiver's MQTT password.
+pub fn secret_hash(store: &Store, receiver: &str) -> Result<Option<String>, StoreError> {
+    store.with_conn(|c| {
+        Ok(c.query_row("SELECT secret_hash FROM receivers WHERE id = ?1", [receiver], |r| r.get(0)).optional()?)
+    })
+}
+
+/// A receiver's plays with `from_ms <= planned_at <= until_ms` that may still happen, in time order.
+pub fn upcoming_plays(store: &Store, receiver: &str, from_ms: i64, until_ms: i64) -> Result<Vec<PlayRow>, StoreError> {
+    store.with_conn(|c| {
+        let mut stmt = c.prepare(
+            "SELECT p.id, p.planned_at, p.tier, p.bulletin_id, s.volume
+               FROM plays p
+               JOIN schedules s ON s.id = p.schedule_id
+               JOIN bulletins b ON b.id = p.bulletin_id
+              WHERE p.receiver_id = ?1 AND p.planned_at BETWEEN ?2 AND ?3
+                AND p.status IN ('planned', 'downloading', 'ready')
+                AND s.cancelled_at IS NULL AND b.cancelled_at IS NULL
+              ORDER BY p.planned_at, p.id",
+        )?;
+        let rows = stmt.query_map(params![receiver, from_ms, until_ms], |r| {
+            Ok(PlayRow {
+                id: r.get(0)?,
+                planned_at: r.get(1)?,
+                tier: r.get(2)?,
+                bulletin_id: r.get(3)?,
+                volume: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+}
+
+/// The ready variants of a bulletin, in language order of creation.
+pub fn ready_variants(store: &Store, bulletin: &str) -> Result<Vec<VariantRow>, StoreError> {
+    store.with_conn(|c| {
+        let mut stmt = c.prepare(
+            "SELECT v.bulletin_id, v.language, v.sha256, v.bytes, v.duration_ms, b.title, b.category
+               FROM variants v JOIN bulletins b ON b.id = v.bulletin_id
+              WHERE v.bulletin_id = ?1 AND v.status = 'ready' AND v.sha256 IS NOT NULL
+              ORDER BY v.id",
+        )?;
+        let rows = stmt.query_map([bulletin], variant_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    })
+}
+
+/// The ready variant whose wire id is `protocol_id` (`{bulletin_id}-{language}`), if any.
+pub fn variant_by_protocol_id(store: &Store, protocol_id: &str) -> Result<Option<VariantRow>, StoreError> {
+    store.with_conn(|c| {
+        Ok(c.query_row(
+            "SELECT v.bulletin_id, v.language, v.sha256, v.bytes, v.duration_ms, b.title, b.category
+               FROM variants v JOIN bulletins b ON b.id = v.bulletin_id
+              WHERE v.bulletin_id || '-' || v.language = ?1 AND v.status = 'ready' AND v.sha256 IS NOT NULL",
+            [protocol_id],
+            variant_row,
+        )
+        .optional()?)
+    })
+}
+
+fn variant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VariantRow> {
+    Ok(VariantRow {
+        bulletin_id: r.get(0)?,
+        language: r.get(1)?,
+        sha256: r.get(2)?,
+        bytes: r.get(3)?,
+        duration_ms: r.get(4)?,
+        title: r.get(5)?,
+        category: r.get(6)?,
+    })
+}
+
+/// The languages an area's receivers play, in order: its own list or the nearest ancestor's; `["vi"]` if none.
+pub fn area_languages(store: &Store, area_id: i64) -> Result<Vec<String>, StoreError> {
+    store.with_conn(|c| {
+        let mut current = Some(area_id);
+        let mut hops = 0;
+        while let Some(id) = current {
+            let row: Option<(Option<String>, Option<i64>)> = c
+                .query_row("SELECT languages, parent_id FROM areas WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((languages, parent)) = row else { break };
+            if let Some(list) = languages.filter(|l| !l.trim().is_empty()) {
+                return Ok(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
+            }
+            current = parent;
+            hops += 1;
+            if hops > 64 {
+                break;
+            }
+        }
+        Ok(vec!["vi".to_string()])
+    })
+}
+
+/// The plan last published to a receiver: `(seq, digest, published_at)`.
+pub fn plan_version(store: &Store, receiver: &str) -> Result<Option<(u64, String, i64)>, StoreError> {
+    store.with_conn(|c| {
+        let row: Option<(i64, String, i64)> = c
+            .query_row("SELECT seq, digest, published_at FROM plan_versions WHERE receiver_id = ?1", [receiver], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        Ok(row.map(|(seq, digest, at)| (u64::try_from(seq).unwrap_or(0), digest, at)))
+    })
+}
+
+/// Records the plan just published.
+pub fn set_plan_version(store: &Store, receiver: &str, seq: u64, digest: &str, now_ms: i64) -> Result<(), StoreError> {
+    let seq = i64::try_from(seq).map_err(|_| StoreError::Invalid("plan sequence overflow".into()))?;
+    store.with_conn(|c| {
+        c.execute(
+            "INSERT INTO plan_versions (receiver_id, seq, published_at, digest) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(receiver_id) DO UPDATE SET seq = excluded.seq, published_at = excluded.published_at,
+                                                    digest = excluded.digest",
+            params![receiver, seq, now_ms, digest],
+        )?;
+        Ok(())
+    })
+}
+
+/// Online / offline, from the receiver's retained status.
+pub fn set_online(store: &Store, receiver: &str, online: bool, now_ms: i64) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        c.execute(
+            "UPDATE receivers SET online = ?2, last_seen = ?3 WHERE id = ?1",
+            params![receiver, i64::from(online), now_ms],
+        )?;
+        Ok(())
+    })
+}
+
+/// The receiver's latest heartbeat (JSON as received, already validated).
+pub fn set_health(store: &Store, receiver: &str, health_json: &str, now_ms: i64) -> Result<(), StoreError> {
+    store.with_conn(|c| {
+        c.execute(
+            "UPDATE receivers SET health = ?2, health_at = ?3, last_seen = ?3, online = 1 WHERE id = ?1",
+            params![receiver, health_json, now_ms],
+        )?;
+        Ok(())
+    })
+}
+
+/// Stores a play report once; `false` if this (receiver, report id) was stored before (a resend).
+pub fn record_report(
+    store: &Store,
+    receiver: &str,
+    report_id: u64,
+    body: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let report_id = i64::try_from(report_id).map_err(|_| StoreError::Invalid("report id overflow".into()))?;
+    store.with_conn(|c| {
+        let n = c.execute(
+            "INSERT OR IGNORE INTO reports (receiver_id, report_id, received_at, body) VALUES (?1, ?2, ?3, ?4)",
+            params![receiver, report_id, now_ms, body],
+        )?;
+        Ok(n == 1)
+    })
+}
+
+/// What a report does to a play.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlayUpdate {
+    /// Audio started at this instant.
+    Started(i64),
+    /// Played to the end at this instant.
+    Finished(i64),
+    /// Cut off.
+    Preempted(i64, String),
+    /// Did not play.
+    Missed(String),
+}
+
+/// Applies a report to the receiver's play (only that receiver's: a report about another's play is ignored).
+/// Returns whether a play was updated.
+pub fn apply_play_update(
+    store: &Store,
+    receiver: &str,
+    play_id: &str,
+    update: &PlayUpdate,
+) -> Result<bool, StoreError> {
+    store.with_conn(|c| {
+        let n = match update {
+            PlayUpdate::Started(at) => c.execute(
+                "UPDATE plays SET status = 'playing', started_at = ?3, progress = 100
+                  WHERE id = ?1 AND receiver_id = ?2 AND status IN ('planned', 'downloading', 'ready', 'playing')",
+                params![play_id, receiver, at],
+            )?,
+            PlayUpdate::Finished(at) => c.execute(
+                "UPDATE plays SET status = 'played', finished_at = ?3, progress = 100
+                  WHERE id = ?1 AND receiver_id = ?2 AND status <> 'cancelled'",
+                params![play_id, receiver, at],
+            )?,
+            PlayUpdate::Preempted(at, reason) => c.execute(
+                "UPDATE plays SET status = 'preempted', finished_at = ?3, reason = ?4
+                  WHERE id = ?1 AND receiver_id = ?2 AND status NOT IN ('played', 'cancelled')",
+                params![play_id, receiver, at, reason],
+            )?,
+            PlayUpdate::Missed(reason) => c.execute(
+                "UPDATE plays SET status = 'missed', reason = ?3
+                  WHERE id = ?1 AND receiver_id = ?2 AND status NOT IN ('played', 'playing', 'cancelled')",
+                params![play_id, receiver, reason],
+            )?,
+        };
+        Ok(n > 0)
+    })
+}
+
+/// Download progress (percent) of the receiver's upcoming plays of `bulletin`: 'downloading', or 'ready' at 100.
+pub fn set_progress(store: &Store, receiver: &str, bulletin: &str, percent: u8, now_ms: i64) -> Result<(), StoreError> {
+    let status = if percent >= 100 { "ready" } else { "downloading" };
+    store.with_conn(|c| {
+        c.execute(
+            "UPDATE plays SET progress = ?3, status = ?4
+              WHERE receiver_id = ?1 AND bulletin_id = ?2 AND status IN ('planned', 'downloading')
+                AND planned_at >= ?5",
+            params![receiver, bulletin, i64::from(percent.min(100)), status, now_ms - 24 * 3600 * 1000],
+        )?;
+        Ok(())
+    })
+}
+
+/// Whether `receiver` has an upcoming or recent play of `bulletin` (it may fetch only those).
+pub fn may_fetch(store: &Store, receiver: &str, bulletin: &str, now_ms: i64) -> Result<bool, StoreError> {
+    store.with_conn(|c| {
+        let found: Option<i64> = c
+            .query_row(
+                "SELECT 1 FROM plays WHERE receiver_id = ?1 AND bulletin_id = ?2 AND planned_at >= ?3 LIMIT 1",
+                params![receiver, bulletin, now_ms - 24 * 3600 * 1000],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    })
+}

@@ -1,0 +1,188 @@
+//! Time. Every schedule decision reads a [`Clock`], so tests and the firmware simulator control it:
+//! [`SystemClock`] is the real one, [`SimClock`] the system clock shifted by a settable offset (a Pi without a
+//! battery-backed clock that "boots an hour off").
+//!
+//! A receiver cannot trust its own clock, so [`OffsetTracker`] estimates how far it is from the controller's:
+//! each fresh message signed or sent by the controller (a live plan or command's envelope `issued_at`, a
+//! report ack's `now`) gives a sample `local receipt time − controller send time`, which is the true offset plus
+//! the transit delay (never negative). The estimate is the smallest of the last [`SAMPLES`] samples, the one with
+//! the least delay. When it is above [`CORRECT_ABOVE_MS`] in size, [`OffsetTracker::corrected`] schedules by the
+//! controller's time instead of the local one; below that, the local clock is trusted (NTP does better).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use loa_protocol::Timestamp;
+
+/// Samples kept by the [`OffsetTracker`].
+pub const SAMPLES: usize = 8;
+/// Offsets up to this size are left to NTP.
+pub const CORRECT_ABOVE_MS: i64 = 2000;
+
+/// The current time, UTC.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now, as UTC milliseconds.
+    fn now(&self) -> Timestamp;
+}
+
+fn system_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+fn clamp_ts(ms: i64) -> Timestamp {
+    Timestamp::from_unix_ms(ms.clamp(0, Timestamp::MAX.unix_ms())).unwrap_or(Timestamp::EPOCH)
+}
+
+/// The operating system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        clamp_ts(system_ms())
+    }
+}
+
+/// The system clock plus an offset that tests may change at any time.
+#[derive(Debug, Default)]
+pub struct SimClock {
+    offset_ms: AtomicI64,
+}
+
+impl SimClock {
+    /// A clock `offset_ms` ahead of the system clock (negative: behind).
+    pub fn with_offset_ms(offset_ms: i64) -> Self {
+        SimClock { offset_ms: AtomicI64::new(offset_ms) }
+    }
+
+    /// Changes the offset (a clock jump).
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::Relaxed);
+    }
+
+    /// The current offset.
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Relaxed)
+    }
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> Timestamp {
+        clamp_ts(system_ms().saturating_add(self.offset_ms()))
+    }
+}
+
+/// Estimates `local clock − controller clock`. See the module documentation.
+#[derive(Debug, Clone, Default)]
+pub struct OffsetTracker {
+    samples: VecDeque<i64>,
+}
+
+impl OffsetTracker {
+    /// No samples yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that a message the controller stamped `remote` arrived at local time `local`.
+    pub fn sample(&mut self, local: Timestamp, remote: Timestamp) {
+        if self.samples.len() == SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(local.ms_since(remote));
+    }
+
+    /// Forgets every sample (after `resync`, or a local clock jump).
+    pub fn clear(&mut self) {
+        self.samples.clear();
+    }
+
+    /// The estimated offset, ms (positive: the local clock is ahead), if measured.
+    pub fn offset_ms(&self) -> Option<i64> {
+        self.samples.iter().copied().min()
+    }
+
+    /// The offset applied to schedules: the estimate if it is above [`CORRECT_ABOVE_MS`] in size, else 0.
+    pub fn correction_ms(&self) -> i64 {
+        match self.offset_ms() {
+            Some(o) if o.abs() > CORRECT_ABOVE_MS => o,
+            _ => 0,
+        }
+    }
+
+    /// The controller's time for local time `local`.
+    pub fn corrected(&self, local: Timestamp) -> Timestamp {
+        clamp_ts(local.unix_ms().saturating_sub(self.correction_ms()))
+    }
+
+    /// The offset for the heartbeat's `clock_ms`, clamped to `i32`.
+    pub fn health_ms(&self) -> Option<i32> {
+        self.offset_ms().map(|o| o.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ts(ms: i64) -> Timestamp {
+        Timestamp::from_unix_ms(ms).unwrap()
+    }
+
+    #[test]
+    fn sim_clock_is_offset() {
+        let sys = SystemClock.now().unix_ms();
+        let sim = SimClock::with_offset_ms(3_600_000);
+        let d = sim.now().unix_ms() - sys;
+        assert!((3_600_000..3_605_000).contains(&d), "{d}");
+        sim.set_offset_ms(-1000);
+        assert!(sim.now().unix_ms() < SystemClock.now().unix_ms());
+    }
+
+    #[test]
+    fn small_offsets_are_left_alone() {
+        let mut t = OffsetTracker::new();
+        assert_eq!(t.offset_ms(), None);
+        assert_eq!(t.corrected(ts(10_000)), ts(10_000));
+        t.sample(ts(10_500), ts(10_000));
+        assert_eq!(t.offset_ms(), Some(500));
+        assert_eq!(t.corrected(ts(20_000)), ts(20_000));
+        assert_eq!(t.health_ms(), Some(500));
+    }
+
+    #[test]
+    fn an_hour_off_is_corrected_using_the_least_delayed_sample() {
+        let mut t = OffsetTracker::new();
+        let hour = 3_600_000;
+        // Receiver an hour ahead; transit delays 900, 40, 300 ms.
+        for (remote, delay) in [(1_000_000, 900), (2_000_000, 40), (3_000_000, 300)] {
+            t.sample(ts(remote + hour + delay), ts(remote));
+        }
+        assert_eq!(t.offset_ms(), Some(hour + 40));
+        assert_eq!(t.corrected(ts(5_000_000 + hour)), ts(5_000_000 - 40));
+        // Old samples age out.
+        for i in 0..SAMPLES as i64 {
+            t.sample(ts(10_000_000 + i), ts(10_000_000 + i + 5000));
+        }
+        assert_eq!(t.offset_ms(), Some(-5000));
+        t.clear();
+        assert_eq!(t.correction_ms(), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn corrected_never_panics(samples in proptest::collection::vec((0i64..253_402_300_799_999, 0i64..253_402_300_799_999), 0..20), local in 0i64..253_402_300_799_999) {
+            let mut t = OffsetTracker::new();
+            for (a, b) in samples {
+                t.sample(ts(a), ts(b));
+            }
+            let _ = t.corrected(ts(local));
+            let _ = t.health_ms();
+        }
+    }
+}
