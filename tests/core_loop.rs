@@ -8,10 +8,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use loa_firmware_sim::api::ApiClient;
 use loa_firmware_sim::fleet::{Fleet, SimReceiver};
-use loa_tests::{fixture, wait_for, BrokerKind, Mosquitto, TestController};
+use loa_tests::{bulletin_audio, wait_for, BrokerKind, Mosquitto, TestController};
 use serde_json::{json, Value};
-
-const FIXTURE: &str = "bulletin-vi-22k-mono.wav";
 
 /// A province without quiet hours (so that the test runs at any hour), one commune, three villages, one
 /// receiver each, running in `fleet`.
@@ -61,8 +59,8 @@ async fn villages(api: &ApiClient, dir: &Path) -> anyhow::Result<Villages> {
     Ok(v)
 }
 
-async fn upload_ready(api: &ApiClient) -> anyhow::Result<(String, Value)> {
-    let id = api.upload(&fixture(FIXTURE), "Tiêm phòng gia súc", "health", "vi").await?;
+async fn upload_ready(api: &ApiClient, dir: &Path) -> anyhow::Result<(String, Value)> {
+    let id = api.upload(&bulletin_audio(dir), "Tiêm phòng gia súc", "health", "vi").await?;
     let b = api.wait_encoded(&id, Duration::from_secs(60)).await?;
     ensure!(b["status"] == "ready", "bulletin not ready: {b}");
     Ok((id, b))
@@ -157,7 +155,7 @@ async fn scheduled_bulletin_plays_in_two_of_three_villages(broker: BrokerKind) -
     let controller = TestController::start(&dir.path().join("controller"), broker).await?;
     let api = controller.api();
     let mut v = villages(&api, dir.path()).await?;
-    let (bulletin, info) = upload_ready(&api).await?;
+    let (bulletin, info) = upload_ready(&api, dir.path()).await?;
 
     let (schedule, at_ms) = schedule_at(&api, &bulletin, &v.areas[..2], Duration::from_secs(10)).await?;
     let ready = wait_plays(&api, schedule, "ready", 2, Duration::from_secs(10)).await;
@@ -228,7 +226,7 @@ async fn receivers_play_while_the_controller_is_down_and_report_after_restart() 
     let controller = TestController::start(&dir.path().join("controller"), BrokerKind::Embedded).await?;
     let api = controller.api();
     let mut v = villages(&api, dir.path()).await?;
-    let (bulletin, _) = upload_ready(&api).await?;
+    let (bulletin, _) = upload_ready(&api, dir.path()).await?;
     let (schedule, _) = schedule_at(&api, &bulletin, &v.areas, Duration::from_secs(12)).await?;
     wait_plays(&api, schedule, "ready", 3, Duration::from_secs(6)).await?;
     // "ready" at the controller means every chunk was sent; wait until each receiver's heartbeat says it holds
@@ -276,7 +274,7 @@ async fn a_tampered_manifest_is_rejected_and_reported() -> anyhow::Result<()> {
         TestController::start(&dir.path().join("controller"), BrokerKind::External(mosquitto.url.clone())).await?;
     let api = controller.api();
     let mut v = villages(&api, dir.path()).await?;
-    let (bulletin, _) = upload_ready(&api).await?;
+    let (bulletin, _) = upload_ready(&api, dir.path()).await?;
     let (schedule, _) = schedule_at(&api, &bulletin, &v.areas[..1], Duration::from_secs(3600)).await?;
     wait_plays(&api, schedule, "ready", 1, Duration::from_secs(20)).await?;
     let rx = v.receivers[0].clone();
@@ -315,6 +313,17 @@ async fn a_tampered_manifest_is_rejected_and_reported() -> anyhow::Result<()> {
     })
     .await?;
     eprintln!("health after tampering: {}", health["health"]);
+
+    // A signed command from the controller still gets through: a test tone plays into the receiver's sink.
+    let before = wavs(&v.wav_dirs[0]).len();
+    let sent = api.post(&format!("/receivers/{rx}/commands"), &json!({"do": "test_tone", "seconds": 2})).await?;
+    ensure!(sent["status"] == "sent", "{sent}");
+    let wav_dir = v.wav_dirs[0].clone();
+    wait_for("the test tone in the receiver's sink", Duration::from_secs(20), || {
+        let dir = wav_dir.clone();
+        async move { (wavs(&dir).len() > before).then_some(()) }
+    })
+    .await?;
     pump.abort();
     v.fleet.shutdown().await;
     controller.stop().await?;

@@ -21,6 +21,33 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/audio").join(name)
 }
 
+/// The bulletin the end-to-end tests upload: the shared 30 s Vietnamese fixture, or, where `../shared` is absent,
+/// 20 s of a generated speech-like signal (syllable-rate modulated harmonics) written into `dir`.
+pub fn bulletin_audio(dir: &Path) -> PathBuf {
+    let shared = fixture("bulletin-vi-22k-mono.wav");
+    if shared.is_file() {
+        return shared;
+    }
+    eprintln!("../shared/fixtures/audio is absent: using a generated test signal");
+    let path = dir.join("generated-bulletin.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 22_050,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&path, spec).unwrap();
+    for n in 0..22_050 * 20 {
+        let t = n as f32 / 22_050.0;
+        let pitch = 140.0 + 30.0 * (t * 0.7).sin();
+        let envelope = (0.5 + 0.5 * (t * 2.0 * std::f32::consts::PI * 4.0).sin()).powi(2);
+        let voice: f32 = (1..8).map(|k| (2.0 * std::f32::consts::PI * pitch * k as f32 * t).sin() / k as f32).sum();
+        w.write_sample((voice * envelope * 6000.0) as i16).unwrap();
+    }
+    w.finalize().unwrap();
+    path
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -189,6 +189,7 @@ mod tests {
             clock: Arc::new(crate::clock::SystemClock),
             replan: Arc::new(Notify::new()),
             settings: Default::default(),
+            commands: None,
         };
         let woken = state.replan.clone();
         assert_eq!(resume_pending(&state), 1);

@@ -170,6 +170,7 @@ impl Controller {
         };
 
         let (events_tx, events_rx) = mpsc::channel(4096);
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let (client, link) = MqttLink::new(&mqtt_settings, events_tx);
         let token = inner.clone();
         tasks.spawn(async move {
@@ -191,12 +192,18 @@ impl Controller {
             events_rx,
             self.replan.clone(),
             dispatch_settings,
-        );
+        )
+        .with_commands(commands_rx);
         let token = inner.clone();
         tasks.spawn(async move { dispatcher.run(token).await.map_err(ServerError::from) });
 
-        let state =
-            AppState { store: self.store.clone(), clock: self.clock.clone(), replan: self.replan.clone(), settings };
+        let state = AppState {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            replan: self.replan.clone(),
+            settings,
+            commands: Some(commands_tx),
+        };
         crate::encode_job::resume_pending(&state);
         let token = inner.clone();
         let (store, clock, replan) = (self.store.clone(), self.clock.clone(), self.replan.clone());

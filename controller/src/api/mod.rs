@@ -9,6 +9,7 @@
 
 pub mod areas;
 pub mod bulletins;
+pub mod commands;
 pub mod receivers;
 pub mod schedules;
 
@@ -72,7 +73,12 @@ pub struct AppState {
     pub replan: Arc<Notify>,
     /// Settings.
     pub settings: ApiSettings,
+    /// Remote commands for dispatch to sign and publish; `None` when no MQTT link runs (tests of the API alone).
+    pub commands: Option<CommandSender>,
 }
+
+/// Where the API hands remote commands to dispatch.
+pub type CommandSender = tokio::sync::mpsc::UnboundedSender<(loa_protocol::ReceiverId, loa_protocol::Action)>;
 
 impl AppState {
     /// Now, UTC.
@@ -108,6 +114,7 @@ pub fn app(state: AppState) -> Router {
     let protected = Router::new()
         .merge(areas::routes())
         .merge(receivers::routes())
+        .merge(commands::routes())
         .merge(bulletins::routes(&state.settings))
         .merge(schedules::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));

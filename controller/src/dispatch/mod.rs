@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use loa_protocol::{Plan, ReceiverId, Signer, Timestamp, Topics};
+use loa_protocol::{Action, Command, Plan, ReceiverId, Signer, Timestamp, Topics};
 use rumqttc::AsyncClient;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -89,6 +89,9 @@ pub struct Dispatcher {
     /// Latest online session per receiver, so that an old session's last will does not mark a new one offline.
     sessions: HashMap<String, u64>,
     stats: Arc<std::sync::Mutex<Stats>>,
+    commands: Option<mpsc::UnboundedReceiver<(ReceiverId, Action)>>,
+    /// Last command sequence number per receiver.
+    command_seq: HashMap<String, u64>,
 }
 
 impl Dispatcher {
@@ -117,7 +120,29 @@ impl Dispatcher {
             sent: HashMap::new(),
             sessions: HashMap::new(),
             stats: Arc::default(),
+            commands: None,
+            command_seq: HashMap::new(),
         }
+    }
+
+    /// Takes remote commands from the API (see [`crate::api::commands`]).
+    pub fn with_commands(mut self, commands: mpsc::UnboundedReceiver<(ReceiverId, Action)>) -> Self {
+        self.commands = Some(commands);
+        self
+    }
+
+    /// Signs and publishes one command. Its sequence is `max(last + 1, now in ms)`, so it rises even across a
+    /// controller reinstall.
+    async fn send_command(&mut self, rx: ReceiverId, action: Action) -> Result<(), DispatchError> {
+        let now = self.now();
+        let last = self.command_seq.get(rx.as_str()).copied().unwrap_or(0);
+        let seq = (last + 1).max(u64::try_from(now.unix_ms()).unwrap_or(0));
+        self.command_seq.insert(rx.to_string(), seq);
+        let command = Command { receiver: rx.clone(), seq, action };
+        let signed = self.signer.sign(&command, now, now.saturating_add_ms(10 * 60 * 1000))?;
+        self.client.publish(self.topics.command(&rx), rumqttc::QoS::AtLeastOnce, false, signed.to_json()?).await?;
+        tracing::info!(receiver = %rx, ?action, seq, "command sent");
+        Ok(())
     }
 
     /// Shared counters, readable while it runs.
@@ -140,8 +165,12 @@ impl Dispatcher {
         let mut tick = tokio::time::interval(Duration::from_millis(self.settings.tick_ms.max(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let replan = self.replan.clone();
+        let mut commands = self.commands.take();
         loop {
             tokio::select! {
+                Some((rx, action)) = async { match commands.as_mut() { Some(c) => c.recv().await, None => None } } => {
+                    self.send_command(rx, action).await?;
+                }
                 _ = cancel.cancelled() => return Ok(()),
                 event = self.events.recv() => match event {
                     None => return Ok(()),
