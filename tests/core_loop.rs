@@ -171,8 +171,8 @@ async fn scheduled_bulletin_plays_in_two_of_three_villages(broker: BrokerKind) -
         ensure!((started - planned).abs() <= 1000, "play {p} started {} ms off plan", started - planned);
         ensure!(p["finished_at"].is_string(), "no finished_at in {p}");
         ensure!(v.receivers[..2].contains(&p["receiver_id"].as_str().unwrap_or("").to_string()), "wrong receiver {p}");
+        ensure!(planned == at_ms, "planned at {planned}, scheduled for {at_ms}");
     }
-    ensure!(at_ms > 0);
 
     // Audio: exactly one WAV per targeted village, none in the third, matching the bulletin.
     let encoded = reqwest::Client::new()

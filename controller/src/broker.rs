@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
-use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -76,10 +75,8 @@ fn check_login(
     if client == controller_id {
         return !controller_secret.is_empty() && pass == controller_secret;
     }
-    let want = hex::encode(Sha256::digest(pass.as_bytes()));
-    match crate::store::dispatch::secret_hash(store, client) {
-        Ok(Some(stored)) => stored.eq_ignore_ascii_case(&want),
-        Ok(None) => false,
+    match store.check_receiver_secret(client, pass) {
+        Ok(ok) => ok,
         Err(e) => {
             tracing::warn!(client, error = %e, "broker login: store lookup failed");
             false

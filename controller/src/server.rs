@@ -125,7 +125,7 @@ impl Controller {
             max_upload_bytes: self.config.max_upload_bytes,
             broker_url_for_receivers: self.config.receiver_broker_url(self.mqtt_addr()),
             topic_root: self.config.topic_root.clone(),
-            trusted_keys: vec![(self.signer.kid().to_string(), hex::encode(self.signer.public_key()))],
+            trusted_keys: vec![(self.signer.kid().to_string(), crate::keys::public_key_hex(&self.signer))],
             tz: self.config.tz(),
         }
     }

@@ -8,6 +8,7 @@ use loa_protocol::{
 
 use super::{DispatchError, Dispatcher};
 use crate::store::dispatch::{self as q, PlayUpdate};
+use crate::store::StoreError;
 
 impl Dispatcher {
     /// Handles one message from the broker.
@@ -67,8 +68,12 @@ impl Dispatcher {
     }
 
     async fn republish_for(&mut self, rx: &ReceiverId, now: Timestamp) -> Result<(), DispatchError> {
-        let Some(area) = q::receivers(&self.store)?.into_iter().find(|r| r.id == rx.as_str()).map(|r| r.area_id) else {
-            return self.drop_message(&self.topics.status(rx), "status of an unregistered receiver");
+        let area = match self.store.receiver(rx.as_str()) {
+            Ok(r) => r.area_id,
+            Err(StoreError::NotFound { .. }) => {
+                return self.drop_message(&self.topics.status(rx), "status of an unregistered receiver")
+            }
+            Err(e) => return Err(e.into()),
         };
         match self.publish_plan(rx, area, now, true).await {
             Err(DispatchError::Mqtt(e)) => Err(DispatchError::Mqtt(e)),
@@ -138,10 +143,6 @@ impl Dispatcher {
         };
         for report in &batch.reports {
             let body = serde_json::to_string(report).unwrap_or_default();
-            if !q::record_report(&self.store, rx.as_str(), report.id, &body, now.unix_ms())? {
-                continue; // a resend: stored before, just acknowledge again
-            }
-            self.count(|s| s.reports += 1);
             let at = report.at.unix_ms();
             let update = match &report.event {
                 PlayEvent::Started => PlayUpdate::Started(at),
@@ -157,9 +158,23 @@ impl Dispatcher {
                         .unwrap_or_else(|| format!("{reason:?}")),
                 ),
             };
-            if !q::apply_play_update(&self.store, rx.as_str(), report.play.as_str(), &update)? {
-                tracing::warn!(receiver = %rx, play = %report.play, "report about an unknown or finished play");
+            let stored = q::store_report(
+                &self.store,
+                rx.as_str(),
+                report.id,
+                &body,
+                now.unix_ms(),
+                report.play.as_str(),
+                &update,
+            )?;
+            match stored {
+                None => continue, // a resend: stored before, just acknowledge again
+                Some(false) => {
+                    tracing::warn!(receiver = %rx, play = %report.play, "report about an unknown or finished play")
+                }
+                Some(true) => {}
             }
+            self.count(|s| s.reports += 1);
             tracing::info!(receiver = %rx, play = %report.play, event = ?report.event, "play report");
         }
         let mut ack = batch.ack();

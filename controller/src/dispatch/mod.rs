@@ -169,23 +169,38 @@ impl Dispatcher {
         loop {
             tokio::select! {
                 Some((rx, action)) = async { match commands.as_mut() { Some(c) => c.recv().await, None => None } } => {
-                    self.send_command(rx, action).await?;
+                    keep_going(self.send_command(rx, action).await)?;
                 }
                 _ = cancel.cancelled() => return Ok(()),
                 event = self.events.recv() => match event {
                     None => return Ok(()),
                     Some(LinkEvent::Connected) => {
                         self.client.subscribe(self.topics.controller_subscription(), rumqttc::QoS::AtLeastOnce).await?;
-                        self.publish_plans(true).await?;
+                        keep_going(self.publish_plans(true).await)?;
                     }
-                    Some(LinkEvent::Message { topic, payload }) => self.handle(&topic, &payload).await?,
+                    Some(LinkEvent::Message { topic, payload }) => keep_going(self.handle(&topic, &payload).await)?,
                 },
-                _ = replan.notified() => self.publish_plans(false).await?,
-                _ = tick.tick() => self.publish_plans(false).await?,
+                _ = replan.notified() => keep_going(self.publish_plans(false).await)?,
+                _ = tick.tick() => keep_going(self.publish_plans(false).await)?,
             }
         }
     }
+}
 
+/// Only a closed MQTT client stops dispatch; a database or message-building error is logged and the next event
+/// (or tick) tries again, so one bad row or a busy disk does not take the controller down.
+fn keep_going(result: Result<(), DispatchError>) -> Result<(), DispatchError> {
+    match result {
+        Err(DispatchError::Mqtt(e)) => Err(DispatchError::Mqtt(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "dispatch step failed; will retry");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
+}
+
+impl Dispatcher {
     /// Recomposes every receiver's plan and publishes those that changed (all of them if `force`).
     pub async fn publish_plans(&mut self, force: bool) -> Result<(), DispatchError> {
         let now = self.now();

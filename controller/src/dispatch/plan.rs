@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use loa_protocol::{BulletinId, PlannedPlay, PlayId, ReceiverId, Tier, Timestamp};
 use sha2::{Digest, Sha256};
 
+use crate::schedule::place::parse_tier;
 use crate::store::dispatch::{self as q, PlayRow, VariantRow};
 use crate::store::{Store, StoreError};
 
@@ -28,15 +29,6 @@ pub struct Composed {
     pub variants: Vec<VariantRow>,
     /// SHA-256 (hex) of the plays' JSON: an unchanged digest means the plan need not be republished.
     pub digest: String,
-}
-
-/// Parses a tier name from the store.
-pub fn tier(name: &str) -> Tier {
-    match name {
-        "emergency" => Tier::Emergency,
-        "priority" => Tier::Priority,
-        _ => Tier::Normal,
-    }
 }
 
 /// Orders a bulletin's ready variants by the village's languages; if none match, the first ready one.
@@ -79,7 +71,7 @@ pub fn compose_rows(
             tracing::warn!(play = %row.id, "play left out of the plan: a language code is not valid on the wire");
             continue;
         }
-        let tier = tier(&row.tier);
+        let tier = parse_tier(&row.tier);
         let play = PlannedPlay {
             id,
             at,
@@ -119,7 +111,7 @@ pub fn compose(
     until: Timestamp,
 ) -> Result<Composed, StoreError> {
     let rows = q::upcoming_plays(store, receiver.as_str(), from.unix_ms(), until.unix_ms())?;
-    let languages = q::area_languages(store, area_id)?;
+    let languages = store.area_settings(area_id)?.languages;
     compose_rows(&rows, &languages, &mut |bulletin| q::ready_variants(store, bulletin))
 }
 

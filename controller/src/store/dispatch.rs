@@ -65,13 +65,6 @@ pub fn receivers(store: &Store) -> Result<Vec<ReceiverRow>, StoreError> {
     })
 }
 
-/// The stored SHA-256 (hex) of a receiver's MQTT password.
-pub fn secret_hash(store: &Store, receiver: &str) -> Result<Option<String>, StoreError> {
-    store.with_conn(|c| {
-        Ok(c.query_row("SELECT secret_hash FROM receivers WHERE id = ?1", [receiver], |r| r.get(0)).optional()?)
-    })
-}
-
 /// A receiver's plays with `from_ms <= planned_at <= until_ms` that may still happen, in time order.
 pub fn upcoming_plays(store: &Store, receiver: &str, from_ms: i64, until_ms: i64) -> Result<Vec<PlayRow>, StoreError> {
     store.with_conn(|c| {
@@ -138,29 +131,6 @@ fn variant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VariantRow> {
     })
 }
 
-/// The languages an area's receivers play, in order: its own list or the nearest ancestor's; `["vi"]` if none.
-pub fn area_languages(store: &Store, area_id: i64) -> Result<Vec<String>, StoreError> {
-    store.with_conn(|c| {
-        let mut current = Some(area_id);
-        let mut hops = 0;
-        while let Some(id) = current {
-            let row: Option<(Option<String>, Option<i64>)> = c
-                .query_row("SELECT languages, parent_id FROM areas WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let Some((languages, parent)) = row else { break };
-            if let Some(list) = languages.filter(|l| !l.trim().is_empty()) {
-                return Ok(list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
-            }
-            current = parent;
-            hops += 1;
-            if hops > 64 {
-                break;
-            }
-        }
-        Ok(vec!["vi".to_string()])
-    })
-}
-
 /// The plan last published to a receiver: `(seq, digest, published_at)`.
 pub fn plan_version(store: &Store, receiver: &str) -> Result<Option<(u64, String, i64)>, StoreError> {
     store.with_conn(|c| {
@@ -209,24 +179,6 @@ pub fn set_health(store: &Store, receiver: &str, health_json: &str, now_ms: i64)
     })
 }
 
-/// Stores a play report once; `false` if this (receiver, report id) was stored before (a resend).
-pub fn record_report(
-    store: &Store,
-    receiver: &str,
-    report_id: u64,
-    body: &str,
-    now_ms: i64,
-) -> Result<bool, StoreError> {
-    let report_id = i64::try_from(report_id).map_err(|_| StoreError::Invalid("report id overflow".into()))?;
-    store.with_conn(|c| {
-        let n = c.execute(
-            "INSERT OR IGNORE INTO reports (receiver_id, report_id, received_at, body) VALUES (?1, ?2, ?3, ?4)",
-            params![receiver, report_id, now_ms, body],
-        )?;
-        Ok(n == 1)
-    })
-}
-
 /// What a report does to a play.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlayUpdate {
@@ -240,38 +192,52 @@ pub enum PlayUpdate {
     Missed(String),
 }
 
-/// Applies a report to the receiver's play (only that receiver's: a report about another's play is ignored).
-/// Returns whether a play was updated.
-pub fn apply_play_update(
+/// Stores a play report and applies it to the receiver's play (only that receiver's: a report about another's
+/// play changes nothing), in one transaction, once: returns `None` if this (receiver, report id) was stored
+/// before (a resend), else whether a play was updated.
+pub fn store_report(
     store: &Store,
     receiver: &str,
+    report_id: u64,
+    body: &str,
+    now_ms: i64,
     play_id: &str,
     update: &PlayUpdate,
-) -> Result<bool, StoreError> {
+) -> Result<Option<bool>, StoreError> {
+    let report_id = i64::try_from(report_id).map_err(|_| StoreError::Invalid("report id overflow".into()))?;
     store.with_conn(|c| {
+        let tx = c.transaction()?;
+        let new = tx.execute(
+            "INSERT OR IGNORE INTO reports (receiver_id, report_id, received_at, body) VALUES (?1, ?2, ?3, ?4)",
+            params![receiver, report_id, now_ms, body],
+        )?;
+        if new == 0 {
+            return Ok(None);
+        }
         let n = match update {
-            PlayUpdate::Started(at) => c.execute(
+            PlayUpdate::Started(at) => tx.execute(
                 "UPDATE plays SET status = 'playing', started_at = ?3, progress = 100
                   WHERE id = ?1 AND receiver_id = ?2 AND status IN ('planned', 'downloading', 'ready', 'playing')",
                 params![play_id, receiver, at],
             )?,
-            PlayUpdate::Finished(at) => c.execute(
+            PlayUpdate::Finished(at) => tx.execute(
                 "UPDATE plays SET status = 'played', finished_at = ?3, progress = 100
                   WHERE id = ?1 AND receiver_id = ?2 AND status <> 'cancelled'",
                 params![play_id, receiver, at],
             )?,
-            PlayUpdate::Preempted(at, reason) => c.execute(
+            PlayUpdate::Preempted(at, reason) => tx.execute(
                 "UPDATE plays SET status = 'preempted', finished_at = ?3, reason = ?4
                   WHERE id = ?1 AND receiver_id = ?2 AND status NOT IN ('played', 'cancelled')",
                 params![play_id, receiver, at, reason],
             )?,
-            PlayUpdate::Missed(reason) => c.execute(
+            PlayUpdate::Missed(reason) => tx.execute(
                 "UPDATE plays SET status = 'missed', reason = ?3
                   WHERE id = ?1 AND receiver_id = ?2 AND status NOT IN ('played', 'playing', 'cancelled')",
                 params![play_id, receiver, reason],
             )?,
         };
-        Ok(n > 0)
+        tx.commit()?;
+        Ok(Some(n > 0))
     })
 }
 
