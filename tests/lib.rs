@@ -48,6 +48,13 @@ pub fn bulletin_audio(dir: &Path) -> PathBuf {
     path
 }
 
+/// Logs to the test's output when `RUST_LOG` is set (e.g. `RUST_LOG=loa_receiver=debug`); quiet otherwise.
+pub fn init_logs() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -88,6 +95,8 @@ pub struct TestController {
     pub token: String,
     /// The MQTT address receivers use.
     pub mqtt_url: String,
+    /// Dispatch's counters (chunks sent per receiver, plans, reports).
+    pub stats: Arc<std::sync::Mutex<loa_controller::dispatch::Stats>>,
     data_dir: PathBuf,
     http_port: u16,
     mqtt_port: u16,
@@ -130,12 +139,14 @@ impl TestController {
             (None, None) => bail!("no admin token"),
         };
         let mqtt_url = config.receiver_broker_url(opened.controller.mqtt_addr());
+        let stats = opened.controller.dispatch_stats();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(opened.controller.run(cancel.clone()));
         let c = TestController {
             base: format!("http://127.0.0.1:{http_port}"),
             token,
             mqtt_url,
+            stats,
             data_dir: data_dir.to_path_buf(),
             http_port,
             mqtt_port,
@@ -150,6 +161,11 @@ impl TestController {
         })
         .await?;
         Ok(c)
+    }
+
+    /// Chunks dispatch has sent to `receiver` so far.
+    pub fn chunks_sent_to(&self, receiver: &str) -> u64 {
+        self.stats.lock().map(|s| s.chunks_to.get(receiver).copied().unwrap_or(0)).unwrap_or(0)
     }
 
     /// A client of its API.

@@ -188,6 +188,7 @@ mod tests {
             store: store.clone(),
             clock: Arc::new(crate::clock::SystemClock),
             replan: Arc::new(Notify::new()),
+            urgent: Arc::default(),
             settings: Default::default(),
             commands: None,
         };

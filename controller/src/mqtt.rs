@@ -56,21 +56,15 @@ pub struct MqttSettings {
 }
 
 impl MqttSettings {
-    /// Parses `mqtt://host:port` (port 1883 if absent).
+    /// Parses `mqtt://host:port` (port 1883 if absent) with [`loa_protocol::BrokerUrl`].
     pub fn from_url(url: &str, client_id: &str, password: Option<String>) -> Result<Self, MqttError> {
-        let bad = |why: &str| MqttError::BadUrl { url: url.to_string(), why: why.to_string() };
-        let rest =
-            url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")).ok_or_else(|| bad("unknown scheme"))?;
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().map_err(|_| bad("bad port"))?),
-            None => (rest, 1883),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("no host"));
+        let parsed = loa_protocol::BrokerUrl::parse(url)
+            .map_err(|e| MqttError::BadUrl { url: url.to_string(), why: e.to_string() })?;
+        if parsed.tls {
+            return Err(MqttError::BadUrl { url: url.to_string(), why: "TLS (mqtts://) is not supported yet".into() });
         }
-        Ok(MqttSettings { host: host.to_string(), port, client_id: client_id.to_string(), password, keep_alive_s: 30 })
+        let (host, port) = (parsed.host, parsed.port);
+        Ok(MqttSettings { host, port, client_id: client_id.to_string(), password, keep_alive_s: 30 })
     }
 }
 

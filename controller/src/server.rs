@@ -57,6 +57,7 @@ pub struct Controller {
     mqtt: Option<TcpListener>,
     replan: Arc<Notify>,
     counters: Arc<WireCounters>,
+    stats: Arc<std::sync::Mutex<crate::dispatch::Stats>>,
 }
 
 /// What [`Controller::open`] found or made.
@@ -87,6 +88,7 @@ impl Controller {
             mqtt,
             replan: Arc::new(Notify::new()),
             counters: Arc::default(),
+            stats: Arc::default(),
         };
         Ok(Opened { controller, new_admin_token })
     }
@@ -117,6 +119,11 @@ impl Controller {
     /// Byte counters of the embedded broker's public listener.
     pub fn wire_counters(&self) -> Arc<WireCounters> {
         self.counters.clone()
+    }
+
+    /// Dispatch's counters (plans, chunks — also per receiver —, reports, drops), live while it runs.
+    pub fn dispatch_stats(&self) -> Arc<std::sync::Mutex<crate::dispatch::Stats>> {
+        self.stats.clone()
     }
 
     /// The settings the API hands receivers (broker URL, topic root, trusted key).
@@ -178,6 +185,7 @@ impl Controller {
             Ok(())
         });
 
+        let urgent = Arc::new(crate::dispatch::Urgent::default());
         let dispatch_settings = DispatchSettings {
             horizon_ms: self.config.plan_horizon_ms,
             tick_ms: self.config.replan_interval_ms,
@@ -193,7 +201,9 @@ impl Controller {
             self.replan.clone(),
             dispatch_settings,
         )
-        .with_commands(commands_rx);
+        .with_commands(commands_rx)
+        .with_urgent(urgent.clone())
+        .with_stats(self.stats.clone());
         let token = inner.clone();
         tasks.spawn(async move { dispatcher.run(token).await.map_err(ServerError::from) });
 
@@ -201,6 +211,7 @@ impl Controller {
             store: self.store.clone(),
             clock: self.clock.clone(),
             replan: self.replan.clone(),
+            urgent,
             settings,
             commands: Some(commands_tx),
         };

@@ -5,7 +5,8 @@
 //! province with two communes and four villages (Vietnamese, H'Mông and Tày language orders), registers one
 //! receiver per village and keeps each receiver's config file under `DATA/demo/receivers/`; the admin token is
 //! printed and kept in `DATA/demo/admin-token` (demo only: a real controller shows it once). Later runs reuse all
-//! of it. Each receiver plays into WAV files under `DATA/demo/audio/<receiver>/`.
+//! of it. Each receiver plays into WAV files under `DATA/demo/audio/<receiver>/`, and reaches the broker through
+//! its own emulated link (default mix [`DEMO_PROFILE`]: 4G, 3G and EDGE).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use loa_controller::server::Controller;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiClient;
-use crate::fleet::{Fleet, SimReceiver};
+use crate::fleet::{Fleet, SimDevice, SimReceiver};
 
 /// Where and how to run the demo.
 #[derive(Debug, Clone)]
@@ -29,7 +30,12 @@ pub struct DemoOptions {
     pub http_listen: SocketAddr,
     /// MQTT listen address of the embedded broker.
     pub mqtt_listen: SocketAddr,
+    /// Links of the village receivers: a profile or a mix (see [`crate::link::parse`]).
+    pub profile: String,
 }
+
+/// The demo's default link mix: it shows real link behaviour and still delivers a bulletin in seconds.
+pub const DEMO_PROFILE: &str = "4g:50,3g:25,edge:25";
 
 /// The villages seeded on first run: (commune, village, languages in play order).
 const VILLAGES: &[(&str, &str, &str)] = &[
@@ -77,25 +83,32 @@ pub async fn run(options: DemoOptions, cancel: CancellationToken) -> anyhow::Res
         seed(&api, &receivers_dir).await.context("seeding the demo villages")?;
     }
 
+    let mix = crate::link::parse(&options.profile)?;
     let mut fleet = Fleet::new();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&receivers_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     entries.sort();
-    for path in &entries {
+    let profiles = mix.assign(entries.len());
+    for (path, profile) in entries.iter().zip(profiles) {
         let id = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
         let config_toml = std::fs::read_to_string(path)?;
-        fleet.spawn(SimReceiver {
-            config_toml,
-            state_dir: demo_dir.join("state").join(&id),
-            wav_dir: Some(demo_dir.join("audio").join(&id)),
-            heartbeat_ms: Some(10_000),
-        })?;
+        fleet.spawn_device(
+            SimReceiver {
+                config_toml,
+                state_dir: demo_dir.join("state").join(&id),
+                wav_dir: Some(demo_dir.join("audio").join(&id)),
+                heartbeat_ms: Some(10_000),
+            },
+            SimDevice::behind(profile),
+        )?;
     }
 
     println!();
     println!("Loa demo is running: controller + embedded MQTT broker + {} simulated village receivers.", fleet.len());
+    let links: Vec<String> = (0..fleet.len()).filter_map(|i| fleet.profile(i).map(|p| p.name.clone())).collect();
+    println!("  links:       {} (emulated; --profile changes them)", links.join(", "));
     println!("  web:         {base}/");
     println!("  API:         {base}/api/v1/   (docs/api.md)");
     println!("  admin token: {token}");

@@ -51,6 +51,21 @@ pub enum AmpState {
     Unknown,
 }
 
+/// The loudspeaker line, as the receiver's line monitor sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeakerState {
+    /// Load within range.
+    Ok,
+    /// No load: a cut cable or a blown horn.
+    Open,
+    /// Too little resistance: a shorted cable.
+    Short,
+    /// What unknown values from a newer receiver parse as.
+    #[serde(other)]
+    Unknown,
+}
+
 /// Counters of messages refused since the receiver started, one per [`Rejection`] kind, saturating at 65535.
 /// JSON: an array in this order: `[unsigned, bad_signature, unknown_key, expired, replay, malformed,
 /// hash_mismatch]`.
@@ -143,6 +158,10 @@ pub struct Health {
     pub plan: Option<u64>,
     /// Refused messages by kind.
     pub rej: Rejections,
+    /// The loudspeaker line, if the receiver monitors it and it is not `ok` (receivers leave it out when the
+    /// line is fine, to keep the heartbeat small).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spk: Option<SpeakerState>,
 }
 
 impl Message for Health {
@@ -208,6 +227,7 @@ mod tests {
             ready: u16::MAX,
             plan: Some(crate::MAX_SEQ),
             rej: [u16::MAX; 7].into(),
+            spk: None,
         }
     }
 
@@ -219,6 +239,11 @@ mod tests {
         assert!(json.len() <= 300, "{} bytes: {}", json.len(), String::from_utf8_lossy(&json));
         assert_eq!(json.len(), 293, "the worst case changed: update docs/protocol.md");
         assert_eq!(Health::from_json(&json).unwrap(), h);
+        // A speaker fault fits too, from a receiver that cannot read the signal strength (Loa's receiver).
+        let faulty = Health { spk: Some(SpeakerState::Short), dbm: None, ..h };
+        let json = faulty.to_json().unwrap();
+        assert_eq!(json.len(), 296, "{}", String::from_utf8_lossy(&json));
+        assert_eq!(Health::from_json(&json).unwrap(), faulty);
     }
 
     #[test]
@@ -237,6 +262,7 @@ mod tests {
             ready: 0,
             plan: None,
             rej: Rejections::default(),
+            spk: None,
         };
         let json = r#"{"up_s":60,"ver":"0.1.0","disk_mb":900,"cache_mb":3,"link":"2g","amp":"off","ready":0,"rej":[0,0,0,0,0,0,0]}"#;
         assert_eq!(String::from_utf8(h.to_json().unwrap()).unwrap(), json);
@@ -244,6 +270,10 @@ mod tests {
         let newer = json.replace("\"2g\"", "\"5g\"").replace("\"off\"", "\"standby\"");
         let parsed = Health::from_json(newer.as_bytes()).unwrap();
         assert_eq!((parsed.link, parsed.amp), (LinkKind::Unknown, AmpState::Unknown));
+        let spk = json.replace("]}", "],\"spk\":\"open\"}");
+        assert_eq!(Health::from_json(spk.as_bytes()).unwrap().spk, Some(SpeakerState::Open));
+        let spk = json.replace("]}", "],\"spk\":\"melted\"}");
+        assert_eq!(Health::from_json(spk.as_bytes()).unwrap().spk, Some(SpeakerState::Unknown));
     }
 
     #[test]

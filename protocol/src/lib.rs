@@ -13,6 +13,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod backoff;
+pub mod broker_url;
 pub mod chunk;
 pub mod command;
 pub mod error;
@@ -31,11 +32,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use backoff::Backoff;
+pub use broker_url::BrokerUrl;
 pub use chunk::{BulletinTag, ChunkFrame};
 pub use command::{Action, Command};
 pub use error::{ProtocolError, Rejection};
 pub use hash::Sha256;
-pub use health::{AmpState, Health, LinkKind, Rejections, Status, StatusState};
+pub use health::{AmpState, Health, LinkKind, Rejections, SpeakerState, Status, StatusState};
 pub use ids::{BulletinId, KeyId, Language, PlayId, ReceiverId};
 pub use manifest::{BulletinInfo, Category, Codec, CodecName, Manifest, Tier, DEFAULT_CHUNK_SIZE};
 pub use plan::{Plan, PlannedPlay};

@@ -28,6 +28,12 @@ pub const MAX_VARIANTS: usize = 8;
 pub const MAX_TIMES: u8 = 5;
 /// Longest allowed lateness, seconds (one day).
 pub const MAX_LATE_S: u32 = 86_400;
+/// Longest silence between repeats, seconds (ten minutes).
+pub const MAX_GAP_S: u16 = 600;
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
+}
 
 /// One scheduled play.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +52,11 @@ pub struct PlannedPlay {
     pub volume: u8,
     /// How late it may still start, seconds; after `at + late_s` it is missed.
     pub late_s: u32,
+    /// Silence between repeats, seconds (0 to [`MAX_GAP_S`]): the receiver plays the bulletins, the gap, the
+    /// bulletins, ... `times` times. Left out of the JSON when 0 (back to back); receivers that predate it
+    /// ignore it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gap_s: u16,
 }
 
 impl PlannedPlay {
@@ -103,6 +114,9 @@ impl Message for Plan {
             if p.late_s > MAX_LATE_S {
                 return bad(format!("play {} may be {} s late", p.id, p.late_s));
             }
+            if p.gap_s > MAX_GAP_S {
+                return bad(format!("play {} has a gap of {} s between repeats", p.id, p.gap_s));
+            }
         }
         if self.plays.windows(2).any(|w| w[0].at >= w[1].at) {
             return bad("plays are not in strictly increasing time order".into());
@@ -153,6 +167,7 @@ mod tests {
             tier: Tier::Normal,
             volume: 80,
             late_s: 900,
+            gap_s: 0,
         }
     }
 
@@ -174,6 +189,12 @@ mod tests {
             r#"{"receiver":"rx1","seq":3,"from":1748736000000,"until":1748908800000,"plays":[{"id":"p1","at":1748737800000,"bulletins":["b-vi","b-hmn"],"times":1,"tier":"normal","volume":80,"late_s":900},{"id":"p2","at":1748741400000,"bulletins":["b-vi"],"times":1,"tier":"normal","volume":80,"late_s":900}]}"#
         );
         assert_eq!(Plan::from_json(json.as_bytes()).unwrap(), plan());
+        // A gap between repeats is sent only when set.
+        let mut gapped = plan();
+        gapped.plays[1].gap_s = 5;
+        let json = String::from_utf8(gapped.to_json().unwrap()).unwrap();
+        assert!(json.ends_with(r#""late_s":900,"gap_s":5}]}"#), "{json}");
+        assert_eq!(Plan::from_json(json.as_bytes()).unwrap(), gapped);
     }
 
     #[test]
@@ -204,6 +225,7 @@ mod tests {
             ("too many times", Box::new(|p| p.plays[0].times = MAX_TIMES + 1)),
             ("loud", Box::new(|p| p.plays[0].volume = 101)),
             ("very late", Box::new(|p| p.plays[0].late_s = MAX_LATE_S + 1)),
+            ("long gap", Box::new(|p| p.plays[0].gap_s = MAX_GAP_S + 1)),
         ];
         for (name, break_it) in cases {
             let mut p = plan();

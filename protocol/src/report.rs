@@ -39,6 +39,8 @@ pub enum MissReason {
     PoweredOff,
     /// A bulletin failed its hash check and could not be fetched again in time.
     VerifyFailed,
+    /// The loudspeaker line was open or shorted (see the heartbeat's `spk`), so it was not played.
+    SpeakerFault,
     /// Anything else (also what unknown reasons from a newer receiver parse as).
     #[serde(other)]
     Other,
@@ -187,6 +189,9 @@ mod tests {
         let newer = r#"{"reports":[{"id":1,"play":"p1","at":1,"event":"missed","reason":"flood"}]}"#;
         let b = ReportBatch::from_json(newer.as_bytes()).unwrap();
         assert_eq!(b.reports[0].event, PlayEvent::Missed { reason: MissReason::Other });
+        let spk = r#"{"reports":[{"id":1,"play":"p1","at":1,"event":"missed","reason":"speaker_fault"}]}"#;
+        let b = ReportBatch::from_json(spk.as_bytes()).unwrap();
+        assert_eq!(b.reports[0].event, PlayEvent::Missed { reason: MissReason::SpeakerFault });
         for json in [
             r#"{"reports":[]}"#,
             r#"{"reports":[{"id":1,"play":"p1","at":1,"event":"exploded"}]}"#,

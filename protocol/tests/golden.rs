@@ -71,6 +71,7 @@ fn plan() -> Plan {
         tier,
         volume: 80,
         late_s: 900,
+        gap_s: 0,
     };
     Plan {
         receiver: rx(),
@@ -104,6 +105,7 @@ fn health() -> Health {
         ready: 3,
         plan: Some(T0 as u64),
         rej: Rejections { expired: 1, replay: 2, ..Rejections::default() },
+        spk: None,
     }
 }
 

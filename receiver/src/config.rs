@@ -78,6 +78,8 @@ pub struct ReceiverConfig {
     pub heartbeat_ms: u64,
     /// Amplifier on this long before the audio.
     pub preroll_ms: u64,
+    /// Amplifier on this long before an emergency (shorter: every second counts, and the chime comes first).
+    pub emergency_preroll_ms: u64,
     /// Amplifier kept on this long after the audio.
     pub hold_ms: u64,
     /// Chunks requested and not yet received, at most.
@@ -106,6 +108,7 @@ impl Default for ReceiverConfig {
             sink: "null".into(),
             heartbeat_ms: 60_000,
             preroll_ms: 1500,
+            emergency_preroll_ms: 300,
             hold_ms: 3000,
             window_chunks: 16,
             chunk_timeout_ms: 10_000,
@@ -185,9 +188,10 @@ impl ReceiverConfig {
         if self.state_dir.as_os_str().is_empty() {
             return Err(invalid("state_dir", "must not be empty"));
         }
-        let ranges: [(&'static str, u64, u64, u64); 8] = [
+        let ranges: [(&'static str, u64, u64, u64); 9] = [
             ("heartbeat_ms", self.heartbeat_ms, 100, 86_400_000),
             ("preroll_ms", self.preroll_ms, 0, 60_000),
+            ("emergency_preroll_ms", self.emergency_preroll_ms, 0, 60_000),
             ("hold_ms", self.hold_ms, 0, 600_000),
             ("window_chunks", u64::from(self.window_chunks), 1, 1024),
             ("chunk_timeout_ms", self.chunk_timeout_ms, 100, 600_000),
@@ -207,26 +211,14 @@ impl ReceiverConfig {
     }
 }
 
-/// Splits `mqtt://host[:port]` (also `tcp://`).
+/// Splits `mqtt://host[:port]` (also `tcp://`) with [`loa_protocol::BrokerUrl`].
 fn parse_broker_url(url: &str) -> Result<(String, u16), ConfigError> {
     let field = "broker_url";
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| invalid(field, format!("{url:?} must start with mqtt:// (e.g. mqtt://10.0.0.1:1883)")))?;
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            let port = port.parse::<u16>().map_err(|_| invalid(field, format!("port {port:?} is not 1-65535")))?;
-            (host, port)
-        }
-        _ => (rest, 1883),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || host.contains('/') || port == 0 {
-        return Err(invalid(field, format!("{url:?} is not mqtt://host:port")));
+    let parsed = loa_protocol::BrokerUrl::parse(url).map_err(|e| invalid(field, e.to_string()))?;
+    if parsed.tls {
+        return Err(invalid(field, format!("{url:?}: TLS (mqtts://) is not supported yet; use mqtt://")));
     }
-    Ok((host.to_string(), port))
+    Ok((parsed.host, parsed.port))
 }
 
 #[cfg(test)]

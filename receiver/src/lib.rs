@@ -19,6 +19,10 @@
 //! - [`Receiver::new`]`(cfg, Box<dyn Sink>, Box<dyn Amplifier>, Arc<dyn Clock>)` or
 //!   [`Receiver::from_config`]`(cfg, clock)`; then [`Receiver::run`]`(cancel)`.
 //! - [`clock`]: [`Clock`], [`SystemClock`], [`SimClock`] (system time plus a settable offset).
+//! - [`Receiver::with_faults`]`(DeviceFaults) -> Receiver`: obey injected [`DeviceFaults`] (disk full, speaker
+//!   line [`SpeakerLine`], amplifier fault; see [`faults`]), for the firmware simulator.
+//! - [`Receiver::air_events`]`() -> tokio::sync::broadcast::Receiver<AirEvent>` (call before `run`): what goes
+//!   on air as it goes (chime, first speech sample, end), for benchmarks and tests.
 //!
 //! # Parts
 //!
@@ -36,6 +40,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod player;
 pub mod sink;
 
@@ -43,3 +48,5 @@ pub use agent::Receiver;
 pub use clock::{Clock, SimClock, SystemClock};
 pub use config::{ConfigError, ReceiverConfig};
 pub use error::ReceiverError;
+pub use faults::{DeviceFaults, SpeakerLine};
+pub use player::AirEvent;

@@ -30,16 +30,21 @@ pub(super) fn routes(settings: &ApiSettings) -> Router<AppState> {
 }
 
 /// A multipart upload saved to disk.
-struct Upload {
-    file: Option<PathBuf>,
-    file_bytes: u64,
-    title: Option<String>,
-    category: Option<String>,
-    language: Option<String>,
+pub(super) struct Upload {
+    pub(super) file: Option<PathBuf>,
+    pub(super) file_bytes: u64,
+    pub(super) title: Option<String>,
+    pub(super) category: Option<String>,
+    pub(super) language: Option<String>,
+    pub(super) library: Option<String>,
+    pub(super) targets: Option<String>,
+    pub(super) times: Option<String>,
+    pub(super) gap_s: Option<String>,
+    pub(super) expires_in_s: Option<String>,
 }
 
 impl Upload {
-    fn discard(&mut self) {
+    pub(super) fn discard(&mut self) {
         if let Some(path) = self.file.take() {
             let _ = std::fs::remove_file(path);
         }
@@ -55,8 +60,19 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     }
 }
 
-async fn read_upload(state: &AppState, mut mp: Multipart) -> Result<Upload, ApiError> {
-    let mut up = Upload { file: None, file_bytes: 0, title: None, category: None, language: None };
+pub(super) async fn read_upload(state: &AppState, mut mp: Multipart) -> Result<Upload, ApiError> {
+    let mut up = Upload {
+        file: None,
+        file_bytes: 0,
+        title: None,
+        category: None,
+        language: None,
+        library: None,
+        targets: None,
+        times: None,
+        gap_s: None,
+        expires_in_s: None,
+    };
     let result = read_fields(state, &mut mp, &mut up).await;
     if result.is_err() {
         up.discard();
@@ -88,18 +104,23 @@ async fn read_fields(state: &AppState, mp: &mut Multipart, up: &mut Upload) -> R
                 }
                 out.sync_all().await.map_err(ApiError::internal)?;
             }
-            "title" | "category" | "language" => {
+            "title" | "category" | "language" | "library" | "targets" | "times" | "gap_s" | "expires_in_s" => {
                 let text = field.text().await.map_err(multipart_error)?;
                 let text = Some(text.trim().to_string());
                 match name.as_str() {
                     "title" => up.title = text,
                     "category" => up.category = text,
+                    "library" => up.library = text,
+                    "targets" => up.targets = text,
+                    "times" => up.times = text,
+                    "gap_s" => up.gap_s = text,
+                    "expires_in_s" => up.expires_in_s = text,
                     _ => up.language = text,
                 }
             }
             other => {
                 return Err(ApiError::unprocessable(format!(
-                    "unknown field \"{other}\"; send file, title, category, language"
+                    "unknown field \"{other}\"; send file, title, category, language, library"
                 )))
             }
         }
@@ -112,7 +133,7 @@ async fn read_fields(state: &AppState, mp: &mut Multipart, up: &mut Upload) -> R
 }
 
 /// Moves the saved upload to the variant's place and starts its encode job.
-fn start_encode(state: &AppState, up: &mut Upload, variant_id: i64) -> Result<(), ApiError> {
+pub(super) fn start_encode(state: &AppState, up: &mut Upload, variant_id: i64) -> Result<(), ApiError> {
     let Some(tmp) = up.file.take() else { return Err(ApiError::unprocessable("no file")) };
     if let Err(e) = std::fs::rename(&tmp, state.store.upload_path(variant_id)) {
         let _ = std::fs::remove_file(&tmp);
@@ -123,8 +144,35 @@ fn start_encode(state: &AppState, up: &mut Upload, variant_id: i64) -> Result<()
     Ok(())
 }
 
+/// Reads a yes/no form field.
+pub(super) fn flag(field: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("" | "false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(other) => Err(ApiError::unprocessable(format!("{field} must be true or false, not \"{other}\""))),
+    }
+}
+
 async fn upload(State(state): State<AppState>, mp: Multipart) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut up = read_upload(&state, mp).await?;
+    let extra =
+        [("targets", &up.targets), ("times", &up.times), ("gap_s", &up.gap_s), ("expires_in_s", &up.expires_in_s)]
+            .iter()
+            .find(|(_, v)| v.is_some())
+            .map(|(name, _)| *name);
+    if let Some(name) = extra {
+        up.discard();
+        return Err(ApiError::unprocessable(format!(
+            "\"{name}\" belongs to POST /emergencies; a bulletin upload takes file, title, category, language, library"
+        )));
+    }
+    let library = match flag("library", up.library.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            up.discard();
+            return Err(e);
+        }
+    };
     let language = up.language.clone().filter(|l| !l.is_empty()).unwrap_or_else(|| "vi".into());
     let created = state.store.create_bulletin(
         up.title.as_deref().unwrap_or_default(),
@@ -140,7 +188,10 @@ async fn upload(State(state): State<AppState>, mp: Multipart) -> Result<(StatusC
         }
     };
     start_encode(&state, &mut up, variant)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "encoding", "language": language}))))
+    if library {
+        state.store.set_library(&id, true)?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "encoding", "language": language, "library": library}))))
 }
 
 async fn add_variant(
@@ -149,7 +200,7 @@ async fn add_variant(
     mp: Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut up = read_upload(&state, mp).await?;
-    if up.title.is_some() || up.category.is_some() {
+    if up.title.is_some() || up.category.is_some() || up.library.is_some() || up.targets.is_some() {
         up.discard();
         return Err(ApiError::unprocessable("a variant takes only file and language"));
     }
@@ -180,6 +231,7 @@ pub fn view(b: &Bulletin) -> Value {
         "bytes": b.bytes(),
         "created_at": rfc3339(b.created_at),
         "cancelled_at": rfc3339_opt(b.cancelled_at),
+        "library": b.library,
         "variants": b.variants.iter().map(|v| json!({
             "id": v.protocol_id(),
             "language": v.language,

@@ -5,11 +5,12 @@
 //! Errors are `{"error": "<message an official can read>"}` with a 4xx status: 400 malformed request, 401 no or
 //! wrong token, 404 unknown id, 409 clash with what is stored, 413 upload too big, 422 request breaks a rule;
 //! 500 only for server faults (logged, with a generic message). Route handlers live in [`areas`],
-//! [`receivers`], [`bulletins`] and [`schedules`].
+//! [`receivers`], [`bulletins`], [`schedules`], [`emergencies`] and [`commands`].
 
 pub mod areas;
 pub mod bulletins;
 pub mod commands;
+pub mod emergencies;
 pub mod receivers;
 pub mod schedules;
 
@@ -71,6 +72,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Woken (`notify_one`) whenever plays may have changed, so dispatch recomposes plans.
     pub replan: Arc<Notify>,
+    /// Receivers whose plans dispatch must publish before anything else (emergencies).
+    pub urgent: Arc<crate::dispatch::Urgent>,
     /// Settings.
     pub settings: ApiSettings,
     /// Remote commands for dispatch to sign and publish; `None` when no MQTT link runs (tests of the API alone).
@@ -117,6 +120,7 @@ pub fn app(state: AppState) -> Router {
         .merge(commands::routes())
         .merge(bulletins::routes(&state.settings))
         .merge(schedules::routes())
+        .merge(emergencies::routes(&state.settings))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     let api = Router::new().route("/health", get(health)).merge(protected);
     Router::new().nest("/api/v1", api).fallback(not_found).with_state(state)
@@ -261,3 +265,5 @@ pub fn rfc3339_opt(ms: Option<i64>) -> Option<String> {
 mod tests;
 #[cfg(test)]
 mod tests_bulletins;
+#[cfg(test)]
+mod tests_emergencies;

@@ -56,6 +56,13 @@ async fn register(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let reg = state.store.register_receiver(&new.name, new.area_id, state.now_ms())?;
     let config = receiver_config(&state.settings, &reg.id, &reg.secret)?;
+    let now = loa_protocol::Timestamp::from_unix_ms(state.now_ms()).unwrap_or(loa_protocol::Timestamp::EPOCH);
+    match crate::schedule::expand_for_receiver(&state.store, &reg.id, now) {
+        Ok(n) => tracing::info!(receiver = %reg.id, plays = n, "new receiver joined the schedules of its area"),
+        Err(e) => {
+            tracing::warn!(receiver = %reg.id, error = %e, "new receiver not yet planned; the next extension will")
+        }
+    }
     state.replan.notify_one();
     Ok((StatusCode::CREATED, Json(json!({"id": reg.id, "secret": reg.secret, "config": config}))))
 }

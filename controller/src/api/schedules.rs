@@ -30,7 +30,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(json!({"id": made.id, "plays": made.plays}))))
 }
 
-fn view(state: &AppState, s: &ScheduleRow) -> Result<Value, ApiError> {
+pub(super) fn view(state: &AppState, s: &ScheduleRow) -> Result<Value, ApiError> {
     let rule: Value = serde_json::from_str(&s.spec.rule).unwrap_or(Value::Null);
     let (mut areas, mut groups, mut receivers) = (Vec::new(), Vec::new(), Vec::new());
     for (kind, target) in &s.spec.targets {

@@ -29,8 +29,14 @@ pub(super) fn harness_with(settings: ApiSettings) -> Harness {
     let token = ensure_admin_token(&store).unwrap().unwrap();
     assert!(ensure_admin_token(&store).unwrap().is_none());
     let clock = ManualClock::new(start());
-    let state =
-        AppState { store, clock: Arc::new(clock.clone()), replan: Arc::new(Notify::new()), settings, commands: None };
+    let state = AppState {
+        store,
+        clock: Arc::new(clock.clone()),
+        replan: Arc::new(Notify::new()),
+        urgent: Arc::default(),
+        settings,
+        commands: None,
+    };
     Harness { _dir: dir, state, token, clock }
 }
 

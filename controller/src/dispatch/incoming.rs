@@ -121,6 +121,7 @@ impl Dispatcher {
             self.count(|s| {
                 s.chunks += 1;
                 s.chunk_bytes += len;
+                *s.chunks_to.entry(rx.to_string()).or_default() += 1;
             });
             let sent = self.sent.entry(key.clone()).or_insert_with(|| vec![false; total]);
             if let Some(slot) = sent.get_mut(index as usize) {

@@ -10,8 +10,9 @@
 mod files;
 mod incoming;
 pub mod plan;
+mod urgent;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +26,15 @@ use crate::mqtt::LinkEvent;
 use crate::store::dispatch as q;
 use crate::store::{Store, StoreError};
 
-pub use files::{FileError, Files};
+pub use files::{chunk_size, FileError, Files};
+pub use urgent::Urgent;
+
+/// A play nobody reported on is marked missed (`no_report`) this long after it could have ended.
+pub const NO_REPORT_GRACE_MS: i64 = 10 * 60 * 1000;
+/// How far back plays are read when composing a plan: an emergency may start up to a day late.
+const LOOKBACK_MS: i64 = 25 * 3600 * 1000;
+/// Most queued messages taken in one go, so chunk requests for emergencies can be served first.
+const BATCH: usize = 256;
 
 /// What stops dispatch from doing its job (messages that are merely bad are logged and counted, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +80,8 @@ pub struct Stats {
     pub reports: u64,
     /// Messages dropped as malformed, unknown or not allowed.
     pub dropped: u64,
+    /// Chunks sent, per receiver.
+    pub chunks_to: HashMap<String, u64>,
 }
 
 /// The dispatcher. See the module doc.
@@ -92,6 +103,10 @@ pub struct Dispatcher {
     commands: Option<mpsc::UnboundedReceiver<(ReceiverId, Action)>>,
     /// Last command sequence number per receiver.
     command_seq: HashMap<String, u64>,
+    /// Receivers whose plans must go out before anything else.
+    urgent: Arc<Urgent>,
+    /// Wire ids of the variants emergencies use: their chunk requests are served first.
+    emergency_variants: HashSet<String>,
 }
 
 impl Dispatcher {
@@ -122,7 +137,21 @@ impl Dispatcher {
             stats: Arc::default(),
             commands: None,
             command_seq: HashMap::new(),
+            urgent: Arc::default(),
+            emergency_variants: HashSet::new(),
         }
+    }
+
+    /// Counts into `stats` (shared with whoever started it) instead of its own counters.
+    pub fn with_stats(mut self, stats: Arc<std::sync::Mutex<Stats>>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// Takes urgent plan requests (emergencies) from the API.
+    pub fn with_urgent(mut self, urgent: Arc<Urgent>) -> Self {
+        self.urgent = urgent;
+        self
     }
 
     /// Takes remote commands from the API (see [`crate::api::commands`]).
@@ -165,25 +194,100 @@ impl Dispatcher {
         let mut tick = tokio::time::interval(Duration::from_millis(self.settings.tick_ms.max(100)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let replan = self.replan.clone();
+        let urgent = self.urgent.clone();
         let mut commands = self.commands.take();
         loop {
             tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                _ = urgent.notified() => keep_going(self.publish_urgent().await)?,
                 Some((rx, action)) = async { match commands.as_mut() { Some(c) => c.recv().await, None => None } } => {
                     keep_going(self.send_command(rx, action).await)?;
                 }
-                _ = cancel.cancelled() => return Ok(()),
                 event = self.events.recv() => match event {
                     None => return Ok(()),
                     Some(LinkEvent::Connected) => {
                         self.client.subscribe(self.topics.controller_subscription(), rumqttc::QoS::AtLeastOnce).await?;
                         keep_going(self.publish_plans(true).await)?;
                     }
-                    Some(LinkEvent::Message { topic, payload }) => keep_going(self.handle(&topic, &payload).await)?,
+                    Some(LinkEvent::Message { topic, payload }) => self.handle_batch(topic, payload).await?,
                 },
                 _ = replan.notified() => keep_going(self.publish_plans(false).await)?,
-                _ = tick.tick() => keep_going(self.publish_plans(false).await)?,
+                _ = tick.tick() => {
+                    keep_going(self.mark_unreported())?;
+                    keep_going(self.publish_plans(false).await)?;
+                }
             }
         }
+    }
+
+    /// Handles `first` and the messages already queued behind it (up to [`BATCH`]): chunk requests for
+    /// emergencies first, then the rest in arrival order.
+    async fn handle_batch(&mut self, topic: String, payload: bytes::Bytes) -> Result<(), DispatchError> {
+        let mut batch = vec![(topic, payload)];
+        let mut connected = false;
+        while batch.len() < BATCH {
+            match self.events.try_recv() {
+                Ok(LinkEvent::Message { topic, payload }) => batch.push((topic, payload)),
+                Ok(LinkEvent::Connected) => {
+                    connected = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // A stable sort: emergencies' chunk requests move to the front, everything else keeps its order.
+        batch.sort_by_key(|(topic, payload)| !self.is_emergency_request(topic, payload));
+        for (topic, payload) in batch {
+            keep_going(self.handle(&topic, &payload).await)?;
+        }
+        if connected {
+            self.client.subscribe(self.topics.controller_subscription(), rumqttc::QoS::AtLeastOnce).await?;
+            keep_going(self.publish_plans(true).await)?;
+        }
+        Ok(())
+    }
+
+    fn is_emergency_request(&self, topic: &str, payload: &[u8]) -> bool {
+        if self.emergency_variants.is_empty() {
+            return false;
+        }
+        matches!(self.topics.parse(topic), Ok(loa_protocol::Topic::ChunkRequest(_)))
+            && <loa_protocol::ChunkRequest as loa_protocol::Message>::from_json(payload)
+                .is_ok_and(|r| self.emergency_variants.contains(r.bulletin.as_str()))
+    }
+
+    /// Publishes the plans of the receivers the API named as urgent.
+    async fn publish_urgent(&mut self) -> Result<(), DispatchError> {
+        let now = self.now();
+        for id in self.urgent.take() {
+            let Ok(rx) = ReceiverId::new(id.clone()) else { continue };
+            let area = match self.store.receiver(&id) {
+                Ok(r) => r.area_id,
+                Err(e) => {
+                    tracing::warn!(receiver = %id, error = %e, "urgent plan for an unknown receiver");
+                    continue;
+                }
+            };
+            if let Err(e) = self.publish_plan(&rx, area, now, false).await {
+                match e {
+                    DispatchError::Mqtt(_) => return Err(e),
+                    other => tracing::error!(receiver = %id, error = %other, "urgent plan not published"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks missed the plays no receiver reported on in time (see [`q::mark_unreported`]).
+    fn mark_unreported(&self) -> Result<(), DispatchError> {
+        let late_normal = i64::from(plan::LATE_NORMAL_S) * 1000;
+        let late_emergency = i64::from(plan::LATE_EMERGENCY_S) * 1000;
+        let n = q::mark_unreported(&self.store, self.now().unix_ms(), late_normal, late_emergency, NO_REPORT_GRACE_MS)?;
+        if n > 0 {
+            tracing::warn!(plays = n, "plays marked missed: no report from their receivers");
+        }
+        Ok(())
     }
 }
 
@@ -226,10 +330,12 @@ impl Dispatcher {
         now: Timestamp,
         force: bool,
     ) -> Result<(), DispatchError> {
-        let from = now.saturating_add_ms(-i64::from(plan::LATE_EMERGENCY_S) * 1000);
-        let until =
-            from.saturating_add_ms(self.settings.horizon_ms.max(loa_protocol::plan::MIN_HORIZON_MS + 3_600_000));
-        let composed = plan::compose(&self.store, rx, area_id, from, until)?;
+        let from = now.saturating_add_ms(-LOOKBACK_MS);
+        let until = now.saturating_add_ms(self.settings.horizon_ms.max(loa_protocol::plan::MIN_HORIZON_MS + 3_600_000));
+        let composed = plan::compose(&self.store, rx, area_id, now, from, until)?;
+        for play in composed.plays.iter().filter(|p| p.tier == loa_protocol::Tier::Emergency) {
+            self.emergency_variants.extend(play.bulletins.iter().map(|b| b.to_string()));
+        }
         let held = q::plan_version(&self.store, rx.as_str())?;
         let fresh = held
             .as_ref()
@@ -245,7 +351,23 @@ impl Dispatcher {
                     continue;
                 }
             };
-            let signed = self.signer.sign(&file.manifest, now, file.manifest.expires_at)?;
+            // The manifest carries the highest tier of the plays that use it: a receiver starts fetching an
+            // emergency's file the moment its manifest arrives, before the plan that names it.
+            let wire_id = variant.protocol_id();
+            let tier = composed
+                .plays
+                .iter()
+                .filter(|p| p.bulletins.iter().any(|b| b.as_str() == wire_id))
+                .map(|p| p.tier)
+                .max()
+                .unwrap_or(loa_protocol::Tier::Normal);
+            let signed = if tier == file.manifest.tier {
+                self.signer.sign(&file.manifest, now, file.manifest.expires_at)?
+            } else {
+                let mut manifest = file.manifest.clone();
+                manifest.tier = tier;
+                self.signer.sign(&manifest, now, manifest.expires_at)?
+            };
             let topic = self.topics.manifest(rx, &file.manifest.bulletin);
             self.client.publish(topic, rumqttc::QoS::AtLeastOnce, true, signed.to_json()?).await?;
         }

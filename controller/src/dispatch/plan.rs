@@ -4,7 +4,9 @@
 //! Decisions: a play whose bulletin has no ready variant yet is left out (the encode job asks for a replan when
 //! it finishes); two plays at the same instant on one receiver keep the higher tier (the schedule API refuses
 //! such clashes, so this only guards the plan's rule); a normal or priority play may start up to
-//! [`LATE_NORMAL_S`] late, an emergency up to [`LATE_EMERGENCY_S`].
+//! [`LATE_NORMAL_S`] late, an emergency until it expires (see [`late_s`]); plays too old to start or still be on
+//! air are left out, plays on air stay in (a receiver stops a play that leaves its plan: that is how a cancel
+//! reaches a loudspeaker).
 
 use std::collections::HashMap;
 
@@ -44,16 +46,35 @@ pub fn pick_variants(ready: &[VariantRow], languages: &[String]) -> Vec<VariantR
     picked
 }
 
+/// How late a play may start: an emergency until its expiry (an offline receiver that comes back in time still
+/// sounds the warning), at most a day; others [`LATE_NORMAL_S`].
+pub fn late_s(row: &PlayRow) -> u32 {
+    if parse_tier(&row.tier) != Tier::Emergency {
+        return LATE_NORMAL_S;
+    }
+    match row.valid_until {
+        Some(until) => u32::try_from(((until - row.planned_at) / 1000).clamp(60, 86_400)).unwrap_or(LATE_EMERGENCY_S),
+        None => LATE_EMERGENCY_S,
+    }
+}
+
+/// Whether a play may still be starting or on air at `now_ms`: its latest start plus its length plus a margin.
+/// Older plays stay out of the plan; a play still on air must stay in (a receiver stops a play that leaves it).
+fn still_relevant(row: &PlayRow, now_ms: i64) -> bool {
+    row.planned_at + i64::from(late_s(row)) * 1000 + row.slot_ms.max(0) + 600_000 >= now_ms
+}
+
 /// Builds the plays of one receiver from rows already read.
 pub fn compose_rows(
     rows: &[PlayRow],
     languages: &[String],
+    now: Timestamp,
     ready: &mut dyn FnMut(&str) -> Result<Vec<VariantRow>, StoreError>,
 ) -> Result<Composed, StoreError> {
     let mut plays: Vec<PlannedPlay> = Vec::new();
     let mut variants: Vec<VariantRow> = Vec::new();
     let mut cache: HashMap<String, Vec<VariantRow>> = HashMap::new();
-    for row in rows {
+    for row in rows.iter().filter(|r| still_relevant(r, now.unix_ms())) {
         if !cache.contains_key(&row.bulletin_id) {
             cache.insert(row.bulletin_id.clone(), ready(&row.bulletin_id)?);
         }
@@ -76,10 +97,15 @@ pub fn compose_rows(
             id,
             at,
             bulletins,
-            times: 1,
+            times: u8::try_from(row.times.clamp(1, i64::from(loa_protocol::plan::MAX_TIMES))).unwrap_or(1),
             tier,
             volume: row.volume.map(|v| (v.clamp(0.0, 1.0) * 100.0).round() as u8).unwrap_or(100),
-            late_s: if tier == Tier::Emergency { LATE_EMERGENCY_S } else { LATE_NORMAL_S },
+            late_s: late_s(row),
+            gap_s: if row.times > 1 {
+                u16::try_from(row.gap_s.clamp(0, i64::from(loa_protocol::plan::MAX_GAP_S))).unwrap_or(0)
+            } else {
+                0
+            },
         };
         match plays.last_mut() {
             Some(last) if last.at == play.at => {
@@ -102,17 +128,19 @@ pub fn compose_rows(
     Ok(Composed { plays, variants, digest })
 }
 
-/// Reads and composes the plays of `receiver` (area `area_id`) between `from` and `until`.
+/// Reads and composes the plays of `receiver` (area `area_id`) between `from` and `until` that are still
+/// relevant at `now`.
 pub fn compose(
     store: &Store,
     receiver: &ReceiverId,
     area_id: i64,
+    now: Timestamp,
     from: Timestamp,
     until: Timestamp,
 ) -> Result<Composed, StoreError> {
     let rows = q::upcoming_plays(store, receiver.as_str(), from.unix_ms(), until.unix_ms())?;
     let languages = store.area_settings(area_id)?.languages;
-    compose_rows(&rows, &languages, &mut |bulletin| q::ready_variants(store, bulletin))
+    compose_rows(&rows, &languages, now, &mut |bulletin| q::ready_variants(store, bulletin))
 }
 
 #[cfg(test)]
@@ -132,7 +160,17 @@ mod tests {
     }
 
     fn row(id: &str, at: i64, tier: &str, b: &str) -> PlayRow {
-        PlayRow { id: id.into(), planned_at: at, tier: tier.into(), bulletin_id: b.into(), volume: None }
+        PlayRow {
+            id: id.into(),
+            planned_at: at,
+            tier: tier.into(),
+            bulletin_id: b.into(),
+            volume: None,
+            times: 1,
+            gap_s: 0,
+            valid_until: None,
+            slot_ms: 5_000,
+        }
     }
 
     #[test]
@@ -153,7 +191,7 @@ mod tests {
             row("p-3", 3_000, "normal", "b-ready"),
             row("p-4", 3_000, "emergency", "b-ready"),
         ];
-        let composed = compose_rows(&rows, &["vi".into()], &mut |b| {
+        let composed = compose_rows(&rows, &["vi".into()], Timestamp::EPOCH, &mut |b| {
             Ok(if b == "b-ready" { vec![variant(b, "vi")] } else { vec![] })
         })
         .unwrap();
@@ -168,9 +206,12 @@ mod tests {
     #[test]
     fn digest_changes_with_the_plays_only() {
         let mut ready = |b: &str| Ok(vec![variant(b, "vi")]);
-        let a = compose_rows(&[row("p-1", 1_000, "normal", "b-x")], &["vi".into()], &mut ready).unwrap();
-        let b = compose_rows(&[row("p-1", 1_000, "normal", "b-x")], &["vi".into()], &mut ready).unwrap();
-        let c = compose_rows(&[row("p-1", 2_000, "normal", "b-x")], &["vi".into()], &mut ready).unwrap();
+        let a =
+            compose_rows(&[row("p-1", 1_000, "normal", "b-x")], &["vi".into()], Timestamp::EPOCH, &mut ready).unwrap();
+        let b =
+            compose_rows(&[row("p-1", 1_000, "normal", "b-x")], &["vi".into()], Timestamp::EPOCH, &mut ready).unwrap();
+        let c =
+            compose_rows(&[row("p-1", 2_000, "normal", "b-x")], &["vi".into()], Timestamp::EPOCH, &mut ready).unwrap();
         assert_eq!(a.digest, b.digest);
         assert_ne!(a.digest, c.digest);
     }

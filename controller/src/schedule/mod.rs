@@ -33,6 +33,8 @@ pub const QUIET_CHECK_MS: i64 = 8 * 24 * 3_600_000;
 pub const DEFAULT_SLOT_MS: i64 = 5 * 60_000;
 /// Most repeats per occurrence.
 pub const MAX_REPEAT: u32 = 20;
+/// Most times the audio plays within one play.
+pub const MAX_PLAY_TIMES: u32 = loa_protocol::plan::MAX_TIMES as u32;
 /// The default time zone.
 pub const DEFAULT_TZ: Tz = chrono_tz::Asia::Ho_Chi_Minh;
 
@@ -106,6 +108,10 @@ pub struct ScheduleRequest {
     /// Clash policy (default refuse).
     #[serde(default)]
     pub on_clash: Option<OnClash>,
+    /// Times the audio plays back to back within each play, `repeat_gap_s` apart (set by the emergency API;
+    /// not part of the schedule body).
+    #[serde(skip)]
+    pub play_times: Option<u32>,
 }
 
 /// A schedule made.
@@ -170,6 +176,10 @@ pub fn create_schedule(
         return Err(StoreError::invalid(format!("repeat must be between 1 and {MAX_REPEAT}")));
     }
     let gap_s = req.repeat_gap_s.unwrap_or(60);
+    let play_times = req.play_times.unwrap_or(1);
+    if !(1..=MAX_PLAY_TIMES).contains(&play_times) {
+        return Err(StoreError::invalid(format!("times must be between 1 and {MAX_PLAY_TIMES}")));
+    }
     if gap_s > 24 * 3600 {
         return Err(StoreError::invalid("repeat_gap_s must be at most 86400 (one day)"));
     }
@@ -222,7 +232,9 @@ pub fn create_schedule(
         if receivers.is_empty() {
             return Err(StoreError::invalid("the targets hold no receivers yet; register receivers first"));
         }
-        let slot_ms = bulletin.duration_ms().unwrap_or(DEFAULT_SLOT_MS).max(1000);
+        let one_ms = bulletin.duration_ms().unwrap_or(DEFAULT_SLOT_MS).max(1000);
+        let times = i64::from(play_times);
+        let slot_ms = one_ms * times + i64::from(gap_s) * 1000 * (times - 1);
         let spec = NewSchedule {
             bulletin_id: bulletin.id.clone(),
             rule: rule_json.clone(),
@@ -235,6 +247,7 @@ pub fn create_schedule(
             tz: tz.name().to_string(),
             on_clash: if req.on_clash == Some(OnClash::Queue) { "queue" } else { "refuse" }.to_string(),
             slot_ms,
+            play_times: times,
             targets: targets.clone(),
         };
         let id = insert_schedule(&tx, &spec, ms(now))?;
@@ -325,6 +338,44 @@ fn extend_one(c: &mut Connection, s: &ScheduleRow, now_ms: i64) -> Result<usize,
     set_expanded_until(&tx, s.id, horizon)?;
     tx.commit()?;
     Ok(n)
+}
+
+/// Plans a newly registered (or moved) receiver into every active schedule that targets it, from `now` up to
+/// where each schedule has already been expanded (later occurrences come with [`extend_plays`]). Returns how
+/// many plays were planned. Emergencies still running reach it too.
+pub fn expand_for_receiver(store: &Store, receiver_id: &str, now: Timestamp) -> Result<usize, StoreError> {
+    let now_ms = now.unix_ms();
+    let schedules = store.with_conn(|c| active_schedules(c, now_ms))?;
+    let mut total = 0;
+    for s in schedules {
+        let result = store.with_conn(|c| {
+            let tx = c.transaction()?;
+            let mut receivers = resolve_targets(&tx, &s.spec.targets)?;
+            receivers.retain(|id, _| id == receiver_id);
+            if receivers.is_empty() {
+                return Ok(0);
+            }
+            let bulletin = get_bulletin(&tx, &s.spec.bulletin_id)?;
+            let placement = placement_for(s.id, &s.spec, &bulletin.title, false)?;
+            let rule: Rule = serde_json::from_str(&s.spec.rule)
+                .map_err(|e| StoreError::invalid(format!("schedule {} has an unreadable rule: {e}", s.id)))?;
+            let compiled = rule.compile(placement.tz)?;
+            // An emergency sent moments ago still counts: its occurrence is at most its validity old.
+            let since = if placement.tier == Tier::Emergency { s.created_at.min(now_ms) } else { now_ms };
+            let until = s.expanded_until.unwrap_or(now_ms).max(now_ms);
+            let (from, until) = clip(from_ms(since), from_ms(until), &s.spec);
+            let n = placement.place(&tx, &receivers, &compiled.occurrences(placement.tz, from, until))?;
+            tx.commit()?;
+            Ok(n)
+        });
+        match result {
+            Ok(n) => total += n,
+            Err(e) => {
+                tracing::warn!(schedule = s.id, receiver = receiver_id, error = %e, "could not plan a new receiver")
+            }
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -81,6 +81,8 @@ pub struct Bulletin {
     pub created_at: i64,
     /// Cancelled, UTC ms.
     pub cancelled_at: Option<i64>,
+    /// Kept in the library of pre-recorded warnings, ready to send as an emergency.
+    pub library: bool,
     /// Variants, oldest first.
     pub variants: Vec<Variant>,
 }
@@ -127,16 +129,21 @@ fn variant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Variant> {
 
 pub(crate) fn get_bulletin(c: &Connection, id: &str) -> Result<Bulletin, StoreError> {
     let mut b = c
-        .query_row("SELECT id, title, category, created_at, cancelled_at FROM bulletins WHERE id = ?1", [id], |r| {
-            Ok(Bulletin {
-                id: r.get(0)?,
-                title: r.get(1)?,
-                category: r.get(2)?,
-                created_at: r.get(3)?,
-                cancelled_at: r.get(4)?,
-                variants: Vec::new(),
-            })
-        })
+        .query_row(
+            "SELECT id, title, category, created_at, cancelled_at, library FROM bulletins WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(Bulletin {
+                    id: r.get(0)?,
+                    title: r.get(1)?,
+                    category: r.get(2)?,
+                    created_at: r.get(3)?,
+                    cancelled_at: r.get(4)?,
+                    library: r.get(5)?,
+                    variants: Vec::new(),
+                })
+            },
+        )
         .optional()?
         .ok_or_else(|| StoreError::not_found("bulletin", id))?;
     let mut stmt =
@@ -243,6 +250,30 @@ impl Store {
         self.with_conn(|c| {
             let ids = c
                 .prepare("SELECT id FROM bulletins ORDER BY created_at DESC, id")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            ids.iter().map(|id| get_bulletin(c, id)).collect()
+        })
+    }
+
+    /// Puts a bulletin into (or takes it out of) the library of pre-recorded warnings.
+    pub fn set_library(&self, id: &str, library: bool) -> Result<(), StoreError> {
+        self.with_conn(|c| {
+            let n = c.execute("UPDATE bulletins SET library = ?2 WHERE id = ?1", rusqlite::params![id, library])?;
+            if n == 0 {
+                return Err(StoreError::not_found("bulletin", id));
+            }
+            Ok(())
+        })
+    }
+
+    /// The library of pre-recorded warnings (not cancelled), newest first.
+    pub fn library(&self) -> Result<Vec<Bulletin>, StoreError> {
+        self.with_conn(|c| {
+            let ids = c
+                .prepare(
+                    "SELECT id FROM bulletins WHERE library = 1 AND cancelled_at IS NULL ORDER BY created_at DESC",
+                )?
                 .query_map([], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             ids.iter().map(|id| get_bulletin(c, id)).collect()

@@ -28,6 +28,14 @@ pub struct PlayRow {
     pub bulletin_id: String,
     /// 0..1, if set on the schedule.
     pub volume: Option<f64>,
+    /// Times the audio plays within the play.
+    pub times: i64,
+    /// Silence between those times, seconds.
+    pub gap_s: i64,
+    /// The schedule's end of validity (an emergency's expiry), UTC ms.
+    pub valid_until: Option<i64>,
+    /// Length of the whole play (all its times), ms.
+    pub slot_ms: i64,
 }
 
 /// One ready (encoded) language variant of a bulletin.
@@ -65,16 +73,18 @@ pub fn receivers(store: &Store) -> Result<Vec<ReceiverRow>, StoreError> {
     })
 }
 
-/// A receiver's plays with `from_ms <= planned_at <= until_ms` that may still happen, in time order.
+/// A receiver's plays with `from_ms <= planned_at <= until_ms` that may still happen or are on air, in time
+/// order.
 pub fn upcoming_plays(store: &Store, receiver: &str, from_ms: i64, until_ms: i64) -> Result<Vec<PlayRow>, StoreError> {
     store.with_conn(|c| {
-        let mut stmt = c.prepare(
-            "SELECT p.id, p.planned_at, p.tier, p.bulletin_id, s.volume
+        let mut stmt = c.prepare_cached(
+            "SELECT p.id, p.planned_at, p.tier, p.bulletin_id, s.volume, s.play_times, s.repeat_gap_s, s.valid_until,
+                    s.slot_ms
                FROM plays p
                JOIN schedules s ON s.id = p.schedule_id
                JOIN bulletins b ON b.id = p.bulletin_id
               WHERE p.receiver_id = ?1 AND p.planned_at BETWEEN ?2 AND ?3
-                AND p.status IN ('planned', 'downloading', 'ready')
+                AND p.status IN ('planned', 'downloading', 'ready', 'playing')
                 AND s.cancelled_at IS NULL AND b.cancelled_at IS NULL
               ORDER BY p.planned_at, p.id",
         )?;
@@ -85,6 +95,10 @@ pub fn upcoming_plays(store: &Store, receiver: &str, from_ms: i64, until_ms: i64
                 tier: r.get(2)?,
                 bulletin_id: r.get(3)?,
                 volume: r.get(4)?,
+                times: r.get(5)?,
+                gap_s: r.get(6)?,
+                valid_until: r.get(7)?,
+                slot_ms: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -176,6 +190,33 @@ pub fn set_health(store: &Store, receiver: &str, health_json: &str, now_ms: i64)
             params![receiver, health_json, now_ms],
         )?;
         Ok(())
+    })
+}
+
+/// Marks missed, with reason `no_report`, the plays nobody reported on long after they could have ended: a
+/// normal play `late_normal_ms` after its time plus its length plus `grace_ms`, an emergency after its expiry
+/// plus its length plus `grace_ms`. A report arriving later still counts (`finished` turns it into `played`).
+/// Returns how many plays were marked.
+pub fn mark_unreported(
+    store: &Store,
+    now_ms: i64,
+    late_normal_ms: i64,
+    late_emergency_ms: i64,
+    grace_ms: i64,
+) -> Result<usize, StoreError> {
+    store.with_conn(|c| {
+        Ok(c.execute(
+            "UPDATE plays SET status = 'missed',
+                    reason = 'no_report: the receiver never said it played (offline or powered off?)'
+              WHERE status IN ('planned', 'downloading', 'ready')
+                AND planned_at < ?1
+                AND id IN (
+                    SELECT p.id FROM plays p JOIN schedules s ON s.id = p.schedule_id
+                     WHERE p.status IN ('planned', 'downloading', 'ready') AND p.planned_at < ?1
+                       AND CASE WHEN p.tier = 'emergency' THEN COALESCE(s.valid_until, p.planned_at + ?3)
+                                ELSE p.planned_at + ?2 END + s.slot_ms + ?4 < ?1)",
+            params![now_ms, late_normal_ms, late_emergency_ms, grace_ms],
+        )?)
     })
 }
 

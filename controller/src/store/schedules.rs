@@ -62,6 +62,8 @@ pub struct NewSchedule {
     pub on_clash: String,
     /// Length assumed for one play, ms.
     pub slot_ms: i64,
+    /// Times the audio plays back to back within one play, `repeat_gap_s` apart (emergencies: 3).
+    pub play_times: i64,
     /// Targets.
     pub targets: Vec<(TargetKind, String)>,
 }
@@ -82,7 +84,7 @@ pub struct ScheduleRow {
 }
 
 const COLUMNS: &str = "id, bulletin_id, rule, tier, repeat_count, repeat_gap_s, valid_from, valid_until, volume, tz, \
-                       on_clash, slot_ms, created_at, cancelled_at, expanded_until";
+                       on_clash, slot_ms, created_at, cancelled_at, expanded_until, play_times";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
     Ok(ScheduleRow {
@@ -99,6 +101,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScheduleRow> {
             tz: r.get(9)?,
             on_clash: r.get(10)?,
             slot_ms: r.get(11)?,
+            play_times: r.get(15)?,
             targets: Vec::new(),
         },
         created_at: r.get(12)?,
@@ -119,7 +122,7 @@ fn with_targets(c: &Connection, mut s: ScheduleRow) -> Result<ScheduleRow, Store
 pub(crate) fn insert_schedule(c: &Connection, s: &NewSchedule, now_ms: i64) -> Result<i64, StoreError> {
     c.execute(
         "INSERT INTO schedules (bulletin_id, rule, tier, repeat_count, repeat_gap_s, valid_from, valid_until, volume,
-         tz, on_clash, slot_ms, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         tz, on_clash, slot_ms, created_at, play_times) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             s.bulletin_id,
             s.rule,
@@ -132,7 +135,8 @@ pub(crate) fn insert_schedule(c: &Connection, s: &NewSchedule, now_ms: i64) -> R
             s.tz,
             s.on_clash,
             s.slot_ms,
-            now_ms
+            now_ms,
+            s.play_times
         ],
     )?;
     let id = c.last_insert_rowid();

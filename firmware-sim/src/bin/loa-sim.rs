@@ -1,15 +1,22 @@
 //! `loa-sim`: simulated Loa receivers. `loa-sim demo` is the README's main job: a controller with its embedded
-//! broker and SQLite, seeded with demo villages, and one simulated receiver per village.
+//! broker and SQLite, seeded with demo villages, and one simulated receiver per village behind emulated links.
+//! `loa-sim run` keeps a fleet of receivers running against any controller; `loa-sim bench wire|bulk` are the
+//! benchmarks (docs/benchmarks.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use loa_firmware_sim::bench::{bulk, setup::ReceiverTuning, wire};
 use loa_firmware_sim::demo::{self, DemoOptions};
+use loa_firmware_sim::fleet::{ClockFault, PowerCuts};
+use loa_firmware_sim::link::{self, LinkProfile, OutageSchedule};
+use loa_firmware_sim::run::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "loa-sim", version, about = "Simulated Loa receivers and the demo")]
+#[command(name = "loa-sim", version, about = "Simulated Loa receivers, the demo and the fleet benchmarks")]
 struct Args {
     #[command(subcommand)]
     command: Cmd,
@@ -28,7 +35,110 @@ enum Cmd {
         /// Embedded MQTT broker listen address.
         #[arg(long, default_value = "127.0.0.1:1883")]
         mqtt_listen: SocketAddr,
+        /// Links of the village receivers: a profile or a mix (ethernet, wifi, 4g, 3g, edge, gprs).
+        #[arg(long, default_value = demo::DEMO_PROFILE)]
+        profile: String,
     },
+    /// A standing fleet of receivers against a running controller, each behind an emulated link.
+    Run {
+        /// Controller base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        controller: String,
+        /// Admin token (default: the LOA_ADMIN_TOKEN environment variable).
+        #[arg(long)]
+        admin_token: Option<String>,
+        /// Number of receivers.
+        #[arg(long, default_value_t = 10)]
+        receivers: usize,
+        /// Link profile or mix, e.g. 3g or 3g:50,edge:30,gprs:20.
+        #[arg(long, default_value = "3g")]
+        profile: String,
+        /// Register new receivers in this area.
+        #[arg(long, conflicts_with = "areas")]
+        area_id: Option<i64>,
+        /// Register new receivers in these areas, round robin (comma-separated ids).
+        #[arg(long, value_delimiter = ',')]
+        areas: Vec<i64>,
+        /// Receiver configs (reused on the next run) and state directories.
+        #[arg(long, default_value = "loa-sim-data")]
+        data_dir: PathBuf,
+        /// Capture plays as WAV files under this directory (one folder per receiver).
+        #[arg(long)]
+        wav_dir: Option<PathBuf>,
+        /// Heartbeat interval of the receivers, ms.
+        #[arg(long)]
+        heartbeat_ms: Option<u64>,
+        /// Clock of every receiver: ok, 1970, +1h, -1h or an offset in ms.
+        #[arg(long, default_value = "ok")]
+        clock: ClockFault,
+        /// Random outages and disconnects on every link (about every N seconds).
+        #[arg(long)]
+        outages_every_s: Option<u64>,
+        /// Random power cuts on every receiver (about every N seconds; power back after 5-120 s).
+        #[arg(long)]
+        power_cuts_every_s: Option<u64>,
+        /// Seconds between status lines.
+        #[arg(long, default_value_t = 10)]
+        status_every_s: u64,
+    },
+    /// Benchmarks over emulated links.
+    Bench {
+        #[command(subcommand)]
+        scenario: Bench,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchCommon {
+    /// Print one JSON object of the figures as the last line.
+    #[arg(long)]
+    json: bool,
+    /// Override the receivers' window_chunks.
+    #[arg(long)]
+    window_chunks: Option<u32>,
+    /// Override the receivers' chunk_timeout_ms.
+    #[arg(long)]
+    chunk_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Bytes per receiver per audio minute at the MQTT and TCP levels, next to the Ogg Opus file size.
+    Wire {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Profiles and receivers per profile.
+        #[arg(long, default_value = "3g:3,gprs:3")]
+        receivers: String,
+        /// Bulletin length, s.
+        #[arg(long, default_value_t = 120)]
+        seconds: u32,
+    },
+    /// Delivery time of a 5-minute bulletin over gprs against file size ÷ link rate.
+    Bulk {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Link profile.
+        #[arg(long, default_value = "gprs")]
+        profile: String,
+        /// Bulletin length, s.
+        #[arg(long, default_value_t = 300)]
+        seconds: u32,
+    },
+}
+
+fn tuning(c: &BenchCommon) -> ReceiverTuning {
+    ReceiverTuning { window_chunks: c.window_chunks, chunk_timeout_ms: c.chunk_timeout_ms }
+}
+
+/// `3g:3,gprs:3` → profiles and counts.
+fn groups(spec: &str) -> anyhow::Result<Vec<(LinkProfile, usize)>> {
+    spec.split(',')
+        .map(|part| {
+            let (name, n) = part.split_once(':').unwrap_or((part, "1"));
+            Ok((LinkProfile::named(name)?, n.trim().parse()?))
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -55,8 +165,60 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     match Args::parse().command {
-        Cmd::Demo { data_dir, http_listen, mqtt_listen } => {
-            demo::run(DemoOptions { data_dir, http_listen, mqtt_listen }, cancel).await
+        Cmd::Demo { data_dir, http_listen, mqtt_listen, profile } => {
+            link::parse(&profile)?;
+            demo::run(DemoOptions { data_dir, http_listen, mqtt_listen, profile }, cancel).await
+        }
+        Cmd::Run {
+            controller,
+            admin_token,
+            receivers,
+            profile,
+            area_id,
+            areas,
+            data_dir,
+            wav_dir,
+            heartbeat_ms,
+            clock,
+            outages_every_s,
+            power_cuts_every_s,
+            status_every_s,
+        } => {
+            let admin_token = admin_token.or_else(|| std::env::var("LOA_ADMIN_TOKEN").ok()).ok_or_else(|| {
+                anyhow::anyhow!("give the controller's admin token with --admin-token or LOA_ADMIN_TOKEN")
+            })?;
+            let options = RunOptions {
+                controller,
+                admin_token,
+                receivers,
+                profile,
+                areas: area_id.map(|a| vec![a]).unwrap_or(areas),
+                data_dir,
+                wav_dir,
+                heartbeat_ms,
+                clock,
+                outages: outages_every_s
+                    .map(|s| OutageSchedule { mean_interval_ms: s * 1000, ..OutageSchedule::default() }),
+                power_cuts: power_cuts_every_s
+                    .map(|s| PowerCuts { mean_interval_ms: s * 1000, ..PowerCuts::default() }),
+                status_every: Duration::from_secs(status_every_s.max(1)),
+            };
+            run::run(options, cancel).await
+        }
+        Cmd::Bench { scenario: Bench::Wire { common, receivers, seconds } } => {
+            let options = wire::WireOptions { groups: groups(&receivers)?, seconds, tuning: tuning(&common) };
+            tokio::select! {
+                r = wire::run(options, common.json) => r.map(|_| ()),
+                _ = cancel.cancelled() => Ok(()),
+            }
+        }
+        Cmd::Bench { scenario: Bench::Bulk { common, profile, seconds } } => {
+            let options =
+                bulk::BulkOptions { profile: LinkProfile::named(&profile)?, seconds, tuning: tuning(&common) };
+            tokio::select! {
+                r = bulk::run(options, common.json) => r.map(|_| ()),
+                _ = cancel.cancelled() => Ok(()),
+            }
         }
     }
 }

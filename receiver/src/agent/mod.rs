@@ -1,5 +1,6 @@
 //! The receiver agent: [`Receiver`] ties the MQTT [`link`], the [`store`]d plan and manifests, the chunk
-//! [`downloader`], the play [`scheduler`], the reports [`outbox`] and the [`health`] heartbeat to the player.
+//! [`downloader`] (sized by the link [`estimator`]), the play [`scheduler`], the reports [`outbox`] and the
+//! [`health`] heartbeat to the player.
 //!
 //! One task owns all the state and reacts to three things: a message or link change from the link task, a
 //! tick every [`TICK_MS`] (scheduling, chunk requests, heartbeat, report resends, player events), and the
@@ -8,29 +9,40 @@
 //! and counted in the heartbeat's `rej`, never fatal. Time comes from the [`Clock`], corrected by the
 //! controller offset the [`OffsetTracker`] measures (see [`crate::clock`]).
 //!
-//! Reports: player events become `started`, `finished`, `preempted` (`stop_now` too, without `by`), `missed`
-//! (`sink_error` when the audio failed, `cancelled` when a newer plan dropped a play handed over but not yet
-//! started). A preempted play is not resumed or replayed: a half-heard bulletin restarted later confuses more
-//! than it helps, and the controller sees the `preempted` report and may plan it again.
+//! Chunk requests go out on the tick and also at once when they can: after a plan or manifest changes what is
+//! wanted, and after every frame (so the window refills as it drains). An emergency ([`emergency`]) jumps the
+//! download queue, starts downloading as soon as its manifest arrives (a fresh emergency manifest is fetched
+//! even before the plan naming it), keeps the amplifier warm, and goes on air from the partial file as soon as
+//! what is held can play through at the measured rate ([`plays`]).
+//!
+//! Reports ([`reports`]): player events become `started`, `finished`, `preempted` (`stop_now` too, without
+//! `by`), `missed` (`sink_error` when the audio failed, `verify_failed` when a streamed download failed its
+//! hash, `cancelled` when a newer plan dropped a play handed over but not yet started; a play dropped while on
+//! air is stopped and reported `preempted`). A preempted play is not resumed or replayed: a half-heard bulletin
+//! restarted later confuses more than it helps, and the controller sees the `preempted` report and may plan it
+//! again. Commands and report acks are in [`commands`]; device faults are described in [`crate::faults`].
 
+mod commands;
 mod downloader;
+mod emergency;
+mod estimator;
 mod health;
 mod link;
 mod outbox;
+mod plays;
+mod reports;
 mod scheduler;
 mod store;
 #[cfg(test)]
 pub(crate) mod testutil;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicU8;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use loa_protocol::{
-    Action, Command, Manifest, Message, MissReason, Plan, PlannedPlay, PlayEvent, PlayId, ProtocolError, Rejections,
-    ReportAck, Signed, Tier, Timestamp, Topic, VerifyOptions,
+    BulletinId, Manifest, Message, Plan, ProtocolError, Rejections, Signed, Tier, Timestamp, Topic, VerifyOptions,
 };
 use rumqttc::{AsyncClient, QoS};
 use tokio_util::sync::CancellationToken;
@@ -40,13 +52,15 @@ use crate::cache::{Cache, CacheError};
 use crate::clock::{Clock, OffsetTracker};
 use crate::config::{Checked, ReceiverConfig};
 use crate::error::ReceiverError;
-use crate::player::{self, PlayRequest, Player, PlayerConfig, PlayerEvent, PlayerHandle, Source};
+use crate::faults::DeviceFaults;
+use crate::player::{AirEvent, Player, PlayerConfig, PlayerEvent, PlayerHandle};
 use crate::sink::{self, Sink};
 
-use downloader::{Downloader, FrameError, FrameOutcome};
+use downloader::{Downloader, FrameError, FrameOutcome, Wanted};
+use health::FaultSlot;
 use link::{LinkConfig, LinkEvent};
 use outbox::Outbox;
-use scheduler::{Action as Due, Readiness};
+use reports::Handed;
 use store::Store;
 
 /// How often the agent looks at the schedule, the downloads and the timers.
@@ -56,6 +70,8 @@ pub const HANDOVER_MS: u64 = 3000;
 /// Until the controller's clock has been sampled, plays are not reported missed for this long after start: a
 /// receiver whose clock is far off would otherwise report a whole plan missed before the first sample arrives.
 pub const CLOCK_GRACE_MS: u64 = 60_000;
+/// An emergency manifest signed this recently (and after the plan held) is downloaded before a plan names it.
+pub const FRESH_EMERGENCY_MS: i64 = 120_000;
 /// How often the download order is recomputed even without news.
 const REFRESH_DOWNLOADS: Duration = Duration::from_secs(5);
 
@@ -70,6 +86,8 @@ pub struct Receiver {
     cache: Cache,
     store: Store,
     outbox: Outbox,
+    faults: DeviceFaults,
+    fault_slot: FaultSlot,
 }
 
 impl std::fmt::Debug for Receiver {
@@ -94,18 +112,40 @@ impl Receiver {
         let store = Store::open(dir, &checked.keys, &checked.id, now)?;
         let outbox = Outbox::open(&dir.join("outbox.json"), now)?;
         let cache = Cache::open(dir.join("cache"), cfg.cache_max_bytes)?;
-        let (amp, amp_state) = health::TrackedAmp::new(amp);
-        let player_cfg = PlayerConfig { preroll_ms: cfg.preroll_ms, hold_ms: cfg.hold_ms, ..PlayerConfig::default() };
+        let faults = DeviceFaults::new();
+        let fault_slot: FaultSlot = Arc::new(Mutex::new(faults.clone()));
+        let (amp, amp_state) = health::TrackedAmp::new(amp, Arc::clone(&fault_slot));
+        let player_cfg = PlayerConfig {
+            preroll_ms: cfg.preroll_ms,
+            emergency_preroll_ms: cfg.emergency_preroll_ms,
+            hold_ms: cfg.hold_ms,
+            ..PlayerConfig::default()
+        };
         let player = Player::spawn(sink, Box::new(amp), player_cfg)?;
         player.set_volume(f32::from(cfg.volume_percent) / 100.0)?;
         let player_events = player.events();
-        Ok(Receiver { cfg, checked, clock, player, player_events, amp_state, cache, store, outbox })
+        Ok(Receiver { cfg, checked, clock, player, player_events, amp_state, cache, store, outbox, faults, fault_slot })
     }
 
     /// Like [`Receiver::new`], with the sink built from `cfg.sink` and a simulated amplifier (no relay).
     pub fn from_config(cfg: ReceiverConfig, clock: Arc<dyn Clock>) -> Result<Receiver, ReceiverError> {
         let sink = sink::from_spec(&cfg.sink)?;
         Receiver::new(cfg, sink, Box::new(SimulatedAmp::new()), clock)
+    }
+
+    /// Makes this receiver obey `faults` (keep a clone to set and clear them while it runs; see
+    /// [`crate::faults`]). Call before [`Receiver::run`].
+    pub fn with_faults(mut self, faults: DeviceFaults) -> Self {
+        self.cache.set_faults(faults.clone());
+        *self.fault_slot.lock().unwrap_or_else(PoisonError::into_inner) = faults.clone();
+        self.faults = faults;
+        self
+    }
+
+    /// What goes on air, as it goes (chime, first speech, end of each play); see [`AirEvent`]. Subscribe
+    /// before [`Receiver::run`] to see every event.
+    pub fn air_events(&self) -> tokio::sync::broadcast::Receiver<AirEvent> {
+        self.player.air_events()
     }
 
     /// Runs until `cancel` (returns `Ok`), or until the controller asks for a restart
@@ -150,18 +190,6 @@ impl Receiver {
     }
 }
 
-/// A scheduler decision, owned (so the store can be updated while acting on it).
-enum Todo {
-    Play(PlannedPlay, Vec<PathBuf>, u64),
-    Miss(PlannedPlay, MissReason),
-}
-
-#[derive(Debug)]
-struct Handed {
-    play: PlayId,
-    started: bool,
-}
-
 /// The running state. See the module documentation.
 struct Agent {
     rx: Receiver,
@@ -171,18 +199,14 @@ struct Agent {
     rej: Rejections,
     downloader: Downloader,
     handed: HashMap<String, Handed>,
+    /// When the plan held was signed (this run).
+    plan_issued: Option<Timestamp>,
+    /// Emergency manifests received live, with when they were signed.
+    speculative: HashMap<BulletinId, Timestamp>,
     started_at: Instant,
     next_health: Instant,
     next_resend: Instant,
     next_refresh: Instant,
-}
-
-fn tier(t: Tier) -> player::Tier {
-    match t {
-        Tier::Normal => player::Tier::Normal,
-        Tier::Priority => player::Tier::Priority,
-        Tier::Emergency => player::Tier::Emergency,
-    }
 }
 
 impl Agent {
@@ -198,6 +222,8 @@ impl Agent {
             rej: Rejections::default(),
             downloader,
             handed: HashMap::new(),
+            plan_issued: None,
+            speculative: HashMap::new(),
             started_at: now,
             next_health: now,
             next_resend: now,
@@ -231,6 +257,7 @@ impl Agent {
                 self.downloader.clear_in_flight();
                 self.send_reports();
                 self.next_health = Instant::now();
+                self.pump();
                 Ok(())
             }
             LinkEvent::Disconnected => {
@@ -253,10 +280,7 @@ impl Agent {
         match parsed {
             Topic::Plan(_) => self.on_plan(payload, retain),
             Topic::Manifest(_, bulletin) => self.on_manifest(&bulletin, payload),
-            Topic::Chunks(_) => {
-                self.on_frame(payload);
-                Ok(())
-            }
+            Topic::Chunks(_) => self.on_frame(payload),
             Topic::Command(_) => self.on_command(payload),
             Topic::ReportAck(_) => self.on_ack(payload),
             _ => Ok(()),
@@ -283,15 +307,20 @@ impl Agent {
         if !retain {
             self.tracker.sample(local, envelope.issued_at);
         }
+        // A play handed over but no longer planned is stopped, even on air (that is how an emergency is
+        // cancelled): the player reports it stopped, which becomes `preempted` or missed `cancelled`.
         for (id, handed) in &self.handed {
-            if !handed.started && plan.play(&handed.play).is_none() {
-                tracing::info!(play = %id, "play no longer planned; cancelling it");
+            if plan.play(&handed.play).is_none() {
+                tracing::info!(play = %id, on_air = handed.started, "play no longer planned; stopping it");
                 let _ = self.rx.player.cancel(id);
             }
         }
         tracing::info!(seq = plan.seq, plays = plan.plays.len(), "new plan");
+        self.plan_issued = Some(envelope.issued_at);
         self.rx.store.accept_plan(payload, plan)?;
         self.refresh_downloads();
+        self.pump();
+        self.schedule()?;
         self.evict();
         Ok(())
     }
@@ -314,9 +343,16 @@ impl Agent {
             return Ok(());
         }
         let opts = VerifyOptions { now: self.now(), receiver: None, held_seq: None };
-        let manifest = match Signed::<Manifest>::open(payload, &self.rx.checked.keys, &opts) {
-            Ok(m) if m.bulletin == *bulletin => m,
-            Ok(m) => {
+        let opened =
+            Signed::<Manifest>::from_json(payload).and_then(|env| Ok((env.verify(&self.rx.checked.keys, &opts)?, env)));
+        let manifest = match opened {
+            Ok((m, env)) if m.bulletin == *bulletin => {
+                if m.tier == Tier::Emergency {
+                    self.speculative.insert(m.bulletin.clone(), env.issued_at);
+                }
+                m
+            }
+            Ok((m, _)) => {
                 let why = format!("manifest of {} on the topic of {bulletin}", m.bulletin);
                 self.reject("manifest", &ProtocolError::Invalid { what: "manifest", why });
                 return Ok(());
@@ -332,11 +368,13 @@ impl Agent {
         tracing::info!(%bulletin, size = manifest.size, chunks = manifest.chunk_count(), "new manifest");
         self.rx.store.accept_manifest(payload, manifest)?;
         self.refresh_downloads();
-        Ok(())
+        self.pump();
+        self.schedule()
     }
 
-    fn on_frame(&mut self, payload: &[u8]) {
-        match self.downloader.on_frame(payload) {
+    fn on_frame(&mut self, payload: &[u8]) -> Result<(), ReceiverError> {
+        let urgent = self.downloader.urgent();
+        match self.downloader.on_frame(payload, Instant::now()) {
             Ok(FrameOutcome::Completed(bulletin)) => {
                 tracing::info!(%bulletin, "bulletin ready");
                 self.refresh_downloads();
@@ -347,168 +385,51 @@ impl Agent {
                 self.rej.hash_mismatch = self.rej.hash_mismatch.saturating_add(1);
                 tracing::warn!(sha, actual, "downloaded file does not match its manifest; fetching it again");
             }
+            Err(FrameError::Cache(e @ CacheError::DiskFull { .. })) => {
+                tracing::error!(error = %e, "disk full: downloads paused; freeing space");
+                self.evict();
+            }
             Err(FrameError::Cache(e)) => tracing::error!(error = %e, "cannot store a chunk"),
         }
-    }
-
-    fn on_command(&mut self, payload: &[u8]) -> Result<(), ReceiverError> {
-        let local = self.rx.clock.now();
-        let opts = VerifyOptions {
-            now: self.now(),
-            receiver: Some(&self.rx.checked.id),
-            held_seq: self.rx.store.command_seq(),
-        };
-        let opened =
-            Signed::<Command>::from_json(payload).and_then(|env| Ok((env.verify(&self.rx.checked.keys, &opts)?, env)));
-        let (command, envelope) = match opened {
-            Ok(ok) => ok,
-            Err(e) => {
-                self.reject("command", &e);
-                return Ok(());
-            }
-        };
-        self.tracker.sample(local, envelope.issued_at);
-        self.rx.store.accept_command_seq(command.seq)?;
-        tracing::info!(seq = command.seq, action = ?command.action, "command");
-        match command.action {
-            Action::SetVolume { volume } => self.rx.player.set_volume(f32::from(volume) / 100.0)?,
-            Action::StopNow => self.rx.player.stop()?,
-            Action::TestTone { seconds } => {
-                self.rx.player.test_tone(Duration::from_secs(u64::from(seconds)))?;
-            }
-            Action::Resync => self.resync(),
-            Action::Restart => return Err(ReceiverError::RestartRequested),
+        self.pump();
+        if urgent {
+            // An emergency may now hold enough to go on air.
+            self.schedule()?;
         }
         Ok(())
     }
 
-    /// Re-checks the cache, forgets the clock samples and requests in flight, and subscribes again so the
-    /// broker re-sends the retained plan and manifests; then reports and the heartbeat go out at once.
-    fn resync(&mut self) {
-        for m in self.rx.store.manifests() {
-            if let Err(e) = self.rx.cache.verify(&m.sha256.to_hex()) {
-                tracing::error!(bulletin = %m.bulletin, error = %e, "cannot check a cached file");
-            }
-        }
-        self.tracker.clear();
-        self.downloader.clear_in_flight();
-        self.refresh_downloads();
-        let subscription = self.rx.checked.topics.receiver_subscription(&self.rx.checked.id);
-        if let Err(e) = self.client.try_subscribe(subscription, QoS::AtLeastOnce) {
-            tracing::warn!(error = %e, "cannot queue the subscription");
-        }
-        self.send_reports();
-        self.next_health = Instant::now();
-    }
-
-    fn on_ack(&mut self, payload: &[u8]) -> Result<(), ReceiverError> {
-        let local = self.rx.clock.now();
-        let ack = match ReportAck::from_json(payload) {
-            Ok(ack) => ack,
-            Err(e) => {
-                self.reject("report ack", &e);
-                return Ok(());
-            }
-        };
-        if let Some(now) = ack.now {
-            self.tracker.sample(local, now);
-        }
-        let removed = self.rx.outbox.ack(&ack.ids)?;
-        tracing::debug!(removed, left = self.rx.outbox.len(), "reports acknowledged");
-        Ok(())
-    }
-
-    fn send_reports(&mut self) {
+    /// Sends the chunk requests due now (if connected).
+    fn pump(&mut self) {
         if !self.connected {
             return;
         }
-        let topic = self.rx.checked.topics.reports(&self.rx.checked.id);
-        for batch in self.rx.outbox.batches() {
-            match batch.to_json() {
-                Ok(bytes) => self.publish(topic.clone(), QoS::AtLeastOnce, bytes),
-                Err(e) => tracing::error!(error = %e, "cannot encode a report batch"),
+        let topic = self.rx.checked.topics.chunk_request(&self.rx.checked.id);
+        for request in self.downloader.requests(Instant::now()) {
+            match request.to_json() {
+                Ok(bytes) => self.publish(topic.clone(), QoS::AtMostOnce, bytes),
+                Err(e) => tracing::error!(error = %e, "cannot encode a chunk request"),
             }
         }
-        self.next_resend = Instant::now() + Duration::from_millis(self.rx.cfg.report_resend_ms);
     }
 
-    fn report(&mut self, play: PlayId, at: Timestamp, event: PlayEvent) -> Result<(), ReceiverError> {
-        tracing::info!(%play, %at, ?event, "play report");
-        self.rx.outbox.push(play, at, event)?;
-        self.send_reports();
-        Ok(())
-    }
-
-    /// The receiver-clock time of a player event stamped on the system clock.
-    fn event_time(&self, at: SystemTime) -> Timestamp {
-        let ago = SystemTime::now().duration_since(at).unwrap_or_default();
-        self.rx.clock.now().saturating_add_ms(-i64::try_from(ago.as_millis()).unwrap_or(0))
-    }
-
-    fn on_player_event(&mut self, event: PlayerEvent) -> Result<(), ReceiverError> {
-        match event {
-            PlayerEvent::Started { play_id, at } => {
-                let at = self.event_time(at);
-                if let Some(h) = self.handed.get_mut(&play_id) {
-                    h.started = true;
-                    let play = h.play.clone();
-                    self.report(play, at, PlayEvent::Started)?;
-                }
-            }
-            PlayerEvent::Finished { play_id, at } => {
-                let at = self.event_time(at);
-                if let Some(h) = self.handed.remove(&play_id) {
-                    self.report(h.play, at, PlayEvent::Finished)?;
-                }
-            }
-            PlayerEvent::Preempted { play_id, by, at } => {
-                let at = self.event_time(at);
-                if let Some(h) = self.handed.remove(&play_id) {
-                    self.report(h.play, at, PlayEvent::Preempted { by: PlayId::new(by).ok() })?;
-                }
-            }
-            PlayerEvent::Stopped { play_id, at } => {
-                let at = self.event_time(at);
-                if let Some(h) = self.handed.remove(&play_id) {
-                    let event = if h.started {
-                        PlayEvent::Preempted { by: None }
-                    } else {
-                        PlayEvent::Missed { reason: MissReason::Cancelled }
-                    };
-                    self.report(h.play, at, event)?;
-                }
-            }
-            PlayerEvent::Failed { play_id, reason } => {
-                tracing::error!(play = %play_id, reason, "play failed");
-                if let Some(h) = self.handed.remove(&play_id) {
-                    let at = self.rx.clock.now();
-                    self.report(h.play, at, PlayEvent::Missed { reason: MissReason::SinkError })?;
-                }
-            }
-            PlayerEvent::AmpFault { play_id, on, reason } => {
-                tracing::error!(play = ?play_id, on, reason, "amplifier fault");
-            }
-        }
-        Ok(())
-    }
-
-    fn readiness(store: &Store, cache: &Cache, bulletin: &loa_protocol::BulletinId, at: Timestamp) -> Readiness {
-        match store.manifest(bulletin) {
-            None => Readiness::Missing,
-            Some(m) if m.expires_at <= at => Readiness::Expired,
-            Some(m) => cache.path(&m.sha256.to_hex()).map_or(Readiness::Missing, Readiness::Ready),
-        }
-    }
-
+    /// Recomputes what to download: the plan's bulletins in order, emergencies first and urgent, and before
+    /// them any fresh emergency manifest that no plan names yet.
     fn refresh_downloads(&mut self) {
         self.next_refresh = Instant::now() + REFRESH_DOWNLOADS;
-        let Some(plan) = self.rx.store.plan() else { return };
         let now = self.now();
-        let wanted = scheduler::download_order(plan, now)
-            .iter()
-            .filter_map(|b| self.rx.store.manifest(b))
-            .filter(|m| m.expires_at > now)
-            .cloned()
+        let store = &self.rx.store;
+        let order = store.plan().map(|plan| scheduler::download_order(plan, now)).unwrap_or_default();
+        let after = self.plan_issued.unwrap_or(Timestamp::EPOCH);
+        self.speculative.retain(|b, signed| {
+            *signed > after && now.ms_since(*signed) <= FRESH_EMERGENCY_MS && store.manifest(b).is_some()
+        });
+        let fresh = self.speculative.keys().filter(|b| !order.iter().any(|(o, _)| o == *b)).map(|b| (b, true));
+        let wanted = fresh
+            .chain(order.iter().map(|(b, urgent)| (b, *urgent)))
+            .filter_map(|(b, urgent)| Some((store.manifest(b)?, urgent)))
+            .filter(|(m, _)| m.expires_at > now)
+            .map(|(m, urgent)| Wanted { manifest: m.clone(), urgent })
             .collect();
         self.downloader.set_wanted(wanted);
     }
@@ -517,110 +438,21 @@ impl Agent {
         while let Ok(event) = self.rx.player_events.try_recv() {
             self.on_player_event(event)?;
         }
+        self.check_faults();
         self.schedule()?;
         let now = Instant::now();
         if now >= self.next_refresh {
             self.refresh_downloads();
         }
         if self.connected {
-            let topic = self.rx.checked.topics.chunk_request(&self.rx.checked.id);
-            for request in self.downloader.requests(now) {
-                match request.to_json() {
-                    Ok(bytes) => self.publish(topic.clone(), QoS::AtMostOnce, bytes),
-                    Err(e) => tracing::error!(error = %e, "cannot encode a chunk request"),
-                }
-            }
+            self.pump();
             if now >= self.next_resend && self.rx.outbox.len() > 0 {
                 self.send_reports();
             }
             if now >= self.next_health {
-                self.next_health = now + Duration::from_millis(self.rx.cfg.heartbeat_ms);
                 self.send_health();
             }
         }
         Ok(())
-    }
-
-    fn schedule(&mut self) -> Result<(), ReceiverError> {
-        let Some(plan) = self.rx.store.plan() else { return Ok(()) };
-        let now = self.now();
-        let lead_ms = self.rx.cfg.preroll_ms + HANDOVER_MS;
-        let (store, cache) = (&self.rx.store, &self.rx.cache);
-        let due: Vec<Todo> =
-            scheduler::decide(plan, now, lead_ms, |id| store.is_done(id), |b, at| Self::readiness(store, cache, b, at))
-                .into_iter()
-                .map(|a| match a {
-                    Due::Play { play, items, start_in_ms } => Todo::Play(play.clone(), items, start_in_ms),
-                    Due::Missed { play, reason } => Todo::Miss(play.clone(), reason),
-                })
-                .collect();
-        for todo in due {
-            match todo {
-                Todo::Play(play, items, start_in_ms) => self.hand_over(play, items, start_in_ms)?,
-                Todo::Miss(play, _) if !self.clock_settled() => {
-                    tracing::debug!(play = %play.id, "not reporting a miss until the clock is checked");
-                }
-                Todo::Miss(play, reason) => {
-                    tracing::warn!(play = %play.id, ?reason, "play missed");
-                    self.rx.store.mark_done(play.id.clone())?;
-                    let at = self.rx.clock.now();
-                    self.report(play.id, at, PlayEvent::Missed { reason })?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether the controller's time is known (or the grace period after start is over).
-    fn clock_settled(&self) -> bool {
-        self.tracker.offset_ms().is_some() || self.started_at.elapsed() >= Duration::from_millis(CLOCK_GRACE_MS)
-    }
-
-    fn hand_over(&mut self, play: PlannedPlay, items: Vec<PathBuf>, start_in_ms: u64) -> Result<(), ReceiverError> {
-        // Hash the files once more: a file the SD card damaged is deleted and fetched again instead.
-        for path in &items {
-            let sha = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-            if self.rx.cache.verify(&sha)?.is_none() {
-                tracing::warn!(play = %play.id, sha, "cached file failed its check; fetching it again");
-                self.refresh_downloads();
-                return Ok(());
-            }
-        }
-        let title = play.bulletins.first().and_then(|b| self.rx.store.manifest(b)).map(|m| m.title.clone());
-        let once: Vec<Source> = items.into_iter().map(Source::File).collect();
-        let request = PlayRequest {
-            play_id: play.id.to_string(),
-            title: title.unwrap_or_else(|| play.id.to_string()),
-            tier: tier(play.tier),
-            start_at: Instant::now() + Duration::from_millis(start_in_ms),
-            volume: f32::from(play.volume) / 100.0,
-            items: (0..play.times).flat_map(|_| once.iter().cloned()).collect(),
-            attention_tone: play.tier == Tier::Emergency,
-        };
-        tracing::info!(play = %play.id, at = %play.at, start_in_ms, "handing play to the player");
-        self.rx.store.mark_done(play.id.clone())?;
-        self.handed.insert(play.id.to_string(), Handed { play: play.id, started: false });
-        self.rx.player.play(request)?;
-        Ok(())
-    }
-
-    fn send_health(&mut self) {
-        let plan = self.rx.store.plan();
-        let now = self.now();
-        let (store, cache) = (&self.rx.store, &self.rx.cache);
-        let ready = plan.map_or(0, |p| scheduler::ready_count(p, now, |b, at| Self::readiness(store, cache, b, at)));
-        let snapshot = health::Snapshot {
-            up_s: u32::try_from(self.started_at.elapsed().as_secs()).unwrap_or(u32::MAX),
-            cache_bytes: self.rx.cache.usage().map(|u| u.used_bytes).unwrap_or(0),
-            clock_ms: self.tracker.health_ms(),
-            amp: health::amp_state(&self.rx.amp_state),
-            playing: self.rx.player.now_playing(),
-            ready,
-            plan: self.rx.store.plan_seq(),
-            rej: self.rej,
-        };
-        if let Some(bytes) = health::encode(snapshot, &self.rx.cfg.state_dir) {
-            self.publish(self.rx.checked.topics.health(&self.rx.checked.id), QoS::AtMostOnce, bytes);
-        }
     }
 }

@@ -53,6 +53,7 @@ pub(crate) fn plan_with(me: &ReceiverId, seq: u64, from: Timestamp, plays: &[(&s
                 tier: Tier::Normal,
                 volume: 80,
                 late_s: 900,
+                gap_s: 0,
             })
             .collect(),
     }

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub use growing::{GrowingFile, Progress};
 pub use partial::PartialDownload;
 
+use crate::faults::DeviceFaults;
 use fsutil::{io_error, is_sha256_hex, remove_debris, sha256_file, sha256_hex, sync_dir, write_atomic};
 use index::LruIndex;
 
@@ -129,6 +130,7 @@ pub(crate) struct Inner {
     partial: PathBuf,
     cap_bytes: u64,
     state: Mutex<State>,
+    faults: Mutex<DeviceFaults>,
 }
 
 #[derive(Debug)]
@@ -141,6 +143,15 @@ pub(crate) struct State {
 impl Inner {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fails like a full disk would while the injected disk-full fault is set.
+    pub(crate) fn check_space(&self, path: &Path) -> Result<(), CacheError> {
+        let full = self.faults.lock().unwrap_or_else(PoisonError::into_inner).disk_full();
+        if full {
+            return Err(CacheError::DiskFull { path: path.to_path_buf() });
+        }
+        Ok(())
     }
 
     pub(crate) fn object_path(&self, sha: &str) -> PathBuf {
@@ -207,7 +218,14 @@ impl Cache {
         lru.retain(|sha| present.contains(sha));
         let state = Mutex::new(State { lru, open: HashSet::new() });
         tracing::info!(dir = %dir.display(), cap_bytes, objects = present.len(), "cache opened");
-        Ok(Cache { inner: Arc::new(Inner { objects, partial, cap_bytes, state }) })
+        let faults = Mutex::new(DeviceFaults::default());
+        Ok(Cache { inner: Arc::new(Inner { objects, partial, cap_bytes, state, faults }) })
+    }
+
+    /// Makes writes fail with [`CacheError::DiskFull`] while `faults` says the disk is full (for the firmware
+    /// simulator and tests; see [`crate::faults`]).
+    pub fn set_faults(&self, faults: DeviceFaults) {
+        *self.inner.faults.lock().unwrap_or_else(PoisonError::into_inner) = faults;
     }
 
     /// True when a complete file named `sha` is in the cache (not re-verified; see [`Cache::verify`]).
@@ -275,6 +293,7 @@ impl Cache {
             return Err(CacheError::HashMismatch { sha: sha.to_string(), actual });
         }
         let path = self.inner.object_path(sha);
+        self.inner.check_space(&path)?;
         write_atomic(&path, bytes)?;
         let mut state = self.inner.lock();
         self.inner.touch(&mut state, sha);

@@ -176,6 +176,7 @@ impl PartialDownload {
         }
         let offset = u64::from(index) * u64::from(self.chunk_size);
         let path = &self.data_path;
+        self.cache.check_space(path)?;
         self.file.seek(SeekFrom::Start(offset)).map_err(|e| io_error(path, e))?;
         self.file.write_all(bytes).map_err(|e| io_error(path, e))?;
         self.file.sync_data().map_err(|e| io_error(path, e))?;

@@ -18,11 +18,22 @@
 //! rather than never; a request whose amplifier was off begins no earlier than a full pre-roll after switching
 //! it on. A request with the `play_id` of one already queued replaces it.
 //!
+//! Repeats and gaps are the caller's: a request's `items` are played in order, and a gap between repeats is a
+//! silent [`Source::silence`]. Emergencies play at their own volume whatever the master volume (a receiver
+//! turned down for the night must still wake the village). [`PlayerHandle::warm_up`] switches the amplifier on
+//! ahead of a play that is not handed over yet (an emergency still downloading), so its pre-roll is over by the
+//! time the play comes.
+//!
+//! Besides the [`PlayerEvent`]s for the agent, the thread broadcasts [`AirEvent`]s, stamped as the audio goes to
+//! the sink: when the attention chime starts, when the first decoded speech (not a tone) is written, and how the
+//! play ended. Benchmarks and tests subscribe with [`PlayerHandle::air_events`].
+//!
 //! An amplifier that fails to switch is reported as [`PlayerEvent::AmpFault`] and the audio is played anyway
 //! (the relay may be stuck on, or wired around); a sink that fails ends the play as
 //! [`PlayerEvent::Failed`]; the thread itself does not stop until the handle is dropped.
 
 mod source;
+pub(crate) use source::CHIME_MS;
 mod worker;
 
 use std::path::PathBuf;
@@ -42,6 +53,8 @@ use crate::sink::Sink;
 pub struct PlayerConfig {
     /// How long before the audio the amplifier is switched on (default 1500).
     pub preroll_ms: u64,
+    /// The same for emergencies (default 300).
+    pub emergency_preroll_ms: u64,
     /// How long the amplifier stays on after the audio ends (default 3000).
     pub hold_ms: u64,
     /// Audio written per block; commands are read between blocks (default 20).
@@ -50,7 +63,7 @@ pub struct PlayerConfig {
 
 impl Default for PlayerConfig {
     fn default() -> Self {
-        PlayerConfig { preroll_ms: 1500, hold_ms: 3000, block_ms: 20 }
+        PlayerConfig { preroll_ms: 1500, emergency_preroll_ms: 300, hold_ms: 3000, block_ms: 20 }
     }
 }
 
@@ -64,6 +77,65 @@ pub enum Tier {
     /// Emergencies (floods, landslides): preempt everything, with an attention chime.
     Emergency,
 }
+
+/// What went on air, as it went to the sink (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AirEvent {
+    /// The first block of the attention chime was written.
+    ToneStarted {
+        /// The play.
+        play_id: String,
+        /// When.
+        at: SystemTime,
+    },
+    /// The first block decoded from an Ogg Opus source (the bulletin itself, not a tone) was written.
+    SpeechStarted {
+        /// The play.
+        play_id: String,
+        /// When.
+        at: SystemTime,
+    },
+    /// A growing source had no more bytes: silence on air until the download catches up.
+    Underrun {
+        /// The play.
+        play_id: String,
+        /// When.
+        at: SystemTime,
+    },
+    /// The play played out.
+    Finished {
+        /// The play.
+        play_id: String,
+        /// When.
+        at: SystemTime,
+    },
+    /// The play was stopped or cancelled (on air or queued).
+    Stopped {
+        /// The play.
+        play_id: String,
+        /// When.
+        at: SystemTime,
+    },
+    /// The play was cut off by a higher tier.
+    Preempted {
+        /// The play.
+        play_id: String,
+        /// The play that took over.
+        by: String,
+        /// When.
+        at: SystemTime,
+    },
+    /// The play failed (sound output, unreadable file, abandoned download).
+    Failed {
+        /// The play.
+        play_id: String,
+        /// When.
+        at: SystemTime,
+    },
+}
+
+/// How many air events a slow subscriber may fall behind before it loses the oldest.
+const AIR_EVENTS: usize = 256;
 
 /// One piece of audio of a play.
 #[derive(Debug, Clone)]
@@ -79,6 +151,13 @@ pub enum Source {
         /// Length.
         duration: Duration,
     },
+}
+
+impl Source {
+    /// Silence of `duration` (the gap between repeats).
+    pub fn silence(duration: Duration) -> Source {
+        Source::Tone { hz: 0.0, duration }
+    }
 }
 
 /// A play for the player.
@@ -167,6 +246,7 @@ pub(crate) enum Command {
     Stop,
     Cancel(String),
     SetVolume(f32),
+    WarmUp(Duration),
 }
 
 /// Starts players.
@@ -179,7 +259,8 @@ impl Player {
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
         let (event_tx, event_rx) = crossbeam_channel::unbounded();
         let now_playing = Arc::new(Mutex::new(None));
-        let worker = worker::Worker::new(sink, amp, cfg, command_rx, event_tx, Arc::clone(&now_playing));
+        let (air, _) = tokio::sync::broadcast::channel(AIR_EVENTS);
+        let worker = worker::Worker::new(sink, amp, cfg, command_rx, event_tx, Arc::clone(&now_playing), air.clone());
         let thread = std::thread::Builder::new()
             .name("loa-player".into())
             .spawn(move || worker.run())
@@ -190,6 +271,7 @@ impl Player {
             now_playing,
             thread: Some(thread),
             tones: AtomicU64::new(0),
+            air,
         })
     }
 }
@@ -202,6 +284,7 @@ pub struct PlayerHandle {
     now_playing: Arc<Mutex<Option<String>>>,
     thread: Option<JoinHandle<()>>,
     tones: AtomicU64,
+    air: tokio::sync::broadcast::Sender<AirEvent>,
 }
 
 impl PlayerHandle {
@@ -222,6 +305,17 @@ impl PlayerHandle {
     /// Removes a queued play, or stops it if it is on air.
     pub fn cancel(&self, play_id: &str) -> Result<(), PlayerError> {
         self.send(Command::Cancel(play_id.to_string()))
+    }
+
+    /// Switches the amplifier on now (if it is off) and keeps it on for at least `for_how_long` (then the usual
+    /// hold time), so that a play handed over within that time needs no pre-roll.
+    pub fn warm_up(&self, for_how_long: Duration) -> Result<(), PlayerError> {
+        self.send(Command::WarmUp(for_how_long))
+    }
+
+    /// Subscribes to the [`AirEvent`]s from now on.
+    pub fn air_events(&self) -> tokio::sync::broadcast::Receiver<AirEvent> {
+        self.air.subscribe()
     }
 
     /// Sets the master volume (0 to 1), which scales every play's own volume, from the next block on.

@@ -21,15 +21,29 @@ const TONE_LEVEL: f32 = 0.4 * i16::MAX as f32;
 /// Fade at each end of a tone, so it doesn't click.
 const FADE: Duration = Duration::from_millis(10);
 
+/// How long the attention chime lasts, pause included.
+pub(crate) const CHIME_MS: u64 = 1200;
+
 /// The attention chime: two tones, then a pause before the bulletin.
 const CHIME: [(f32, Duration); 3] =
     [(880.0, Duration::from_millis(350)), (659.25, Duration::from_millis(550)), (0.0, Duration::from_millis(300))];
 
+/// Where a block of audio came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// The attention chime.
+    Chime,
+    /// A generated tone or silence (test tones, gaps between repeats).
+    Tone,
+    /// Decoded Ogg Opus: the bulletin itself.
+    Speech,
+}
+
 /// What [`Program::next_block`] gives.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Block {
-    /// Up to the asked number of samples.
-    Pcm(Vec<i16>),
+    /// Up to the asked number of samples, and where they came from.
+    Pcm(Vec<i16>, Part),
     /// A growing file has no more bytes yet: try again.
     Underrun,
     /// All parts have played.
@@ -44,7 +58,7 @@ pub(crate) struct Program {
 }
 
 enum Stream {
-    Tone(Tone),
+    Tone(Tone, Part),
     Opus(Box<OpusStream>),
 }
 
@@ -52,7 +66,7 @@ impl Program {
     /// The parts of `request` (the chime first if asked) at `rate`.
     pub(crate) fn new(request: &PlayRequest, rate: u32) -> Program {
         let parts: VecDeque<Source> = request.items.iter().cloned().collect();
-        let current = request.attention_tone.then(|| Stream::Tone(Tone::new(&CHIME, rate)));
+        let current = request.attention_tone.then(|| Stream::Tone(Tone::new(&CHIME, rate), Part::Chime));
         if current.is_none() && parts.is_empty() {
             tracing::warn!(play_id = %request.play_id, "play has nothing to play");
         }
@@ -70,7 +84,7 @@ impl Program {
                 },
             };
             let block = match stream {
-                Stream::Tone(tone) => tone.next(samples),
+                Stream::Tone(tone, part) => tone.next(samples, *part),
                 Stream::Opus(opus) => opus.next(samples, wait)?,
             };
             match block {
@@ -84,7 +98,7 @@ impl Program {
 impl Stream {
     fn open(source: Source, rate: u32) -> Result<Stream, String> {
         let input = match source {
-            Source::Tone { hz, duration } => return Ok(Stream::Tone(Tone::new(&[(hz, duration)], rate))),
+            Source::Tone { hz, duration } => return Ok(Stream::Tone(Tone::new(&[(hz, duration)], rate), Part::Tone)),
             Source::File(path) => {
                 Input::File(File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?)
             }
@@ -148,7 +162,7 @@ impl OpusStream {
             return Ok(if self.input_done { Block::End } else { Block::Underrun });
         }
         let take = samples.min(self.pending.len());
-        Ok(Block::Pcm(self.pending.drain(..take).collect()))
+        Ok(Block::Pcm(self.pending.drain(..take).collect(), Part::Speech))
     }
 
     /// Appends interleaved PCM, averaged down to mono.
@@ -179,7 +193,7 @@ impl Tone {
         Tone { segments, segment: 0, pos: 0, rate }
     }
 
-    fn next(&mut self, samples: usize) -> Block {
+    fn next(&mut self, samples: usize, part: Part) -> Block {
         let fade = (FADE.as_secs_f32() * self.rate as f32).max(1.0);
         let mut out = Vec::with_capacity(samples);
         while out.len() < samples {
@@ -201,7 +215,7 @@ impl Tone {
         if out.is_empty() {
             Block::End
         } else {
-            Block::Pcm(out)
+            Block::Pcm(out, part)
         }
     }
 }
@@ -214,7 +228,7 @@ mod tests {
     fn tones_have_the_right_length_and_level() {
         let mut tone = Tone::new(&CHIME, 16_000);
         let mut total = Vec::new();
-        while let Block::Pcm(pcm) = tone.next(320) {
+        while let Block::Pcm(pcm, Part::Chime) = tone.next(320, Part::Chime) {
             assert!(pcm.len() <= 320);
             total.extend(pcm);
         }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use super::source::{Block, Program};
-use super::{Command, PlayRequest, PlayerConfig, PlayerEvent};
+use super::source::{Block, Part, Program};
+use super::{AirEvent, Command, PlayRequest, PlayerConfig, PlayerEvent, Tier};
 use crate::amp::Amplifier;
 use crate::sink::{PlayInfo, Sink};
 
@@ -25,6 +25,7 @@ pub(crate) struct Worker {
     sink: Box<dyn Sink>,
     amp: Box<dyn Amplifier>,
     preroll: Duration,
+    emergency_preroll: Duration,
     hold: Duration,
     block: Duration,
     commands: Receiver<Command>,
@@ -36,7 +37,10 @@ pub(crate) struct Worker {
     amp_since: Option<Instant>,
     /// When the last play ended.
     last_audio: Instant,
+    /// The amplifier is kept on until then (see [`super::PlayerHandle::warm_up`]).
+    warm_until: Option<Instant>,
     shutting_down: bool,
+    air: tokio::sync::broadcast::Sender<AirEvent>,
 }
 
 /// A volume made safe: NaN is silence, the rest is clamped to 0..=1.
@@ -56,11 +60,13 @@ impl Worker {
         commands: Receiver<Command>,
         events: Sender<PlayerEvent>,
         now_playing: Arc<Mutex<Option<String>>>,
+        air: tokio::sync::broadcast::Sender<AirEvent>,
     ) -> Worker {
         Worker {
             sink,
             amp,
             preroll: Duration::from_millis(cfg.preroll_ms),
+            emergency_preroll: Duration::from_millis(cfg.emergency_preroll_ms.min(cfg.preroll_ms)),
             hold: Duration::from_millis(cfg.hold_ms),
             block: Duration::from_millis(cfg.block_ms.max(1)),
             commands,
@@ -70,8 +76,15 @@ impl Worker {
             master: 1.0,
             amp_since: None,
             last_audio: Instant::now(),
+            warm_until: None,
             shutting_down: false,
+            air,
         }
+    }
+
+    fn air(&self, event: AirEvent) {
+        // No subscriber is fine.
+        let _ = self.air.send(event);
     }
 
     fn emit(&self, event: PlayerEvent) {
@@ -79,15 +92,24 @@ impl Worker {
         let _ = self.events.send(event);
     }
 
+    /// The amplifier's pre-roll for `req`.
+    fn preroll(&self, req: &PlayRequest) -> Duration {
+        if req.tier == Tier::Emergency {
+            self.emergency_preroll
+        } else {
+            self.preroll
+        }
+    }
+
     /// When the amplifier must go on for `req`.
     fn amp_due(&self, req: &PlayRequest) -> Instant {
-        req.start_at.checked_sub(self.preroll).unwrap_or(req.start_at)
+        req.start_at.checked_sub(self.preroll(req)).unwrap_or(req.start_at)
     }
 
     /// When `req` may begin, given the amplifier went on at `since`: its start time, or a full pre-roll after
     /// the amplifier went on if that is later.
     fn begin(&self, req: &PlayRequest, since: Instant) -> Instant {
-        req.start_at.max(since + self.preroll)
+        req.start_at.max(since + self.preroll(req))
     }
 
     pub(crate) fn run(mut self) {
@@ -114,7 +136,9 @@ impl Worker {
             }
         }
         for req in std::mem::take(&mut self.queue) {
-            self.emit(PlayerEvent::Stopped { play_id: req.play_id, at: SystemTime::now() });
+            let at = SystemTime::now();
+            self.air(AirEvent::Stopped { play_id: req.play_id.clone(), at });
+            self.emit(PlayerEvent::Stopped { play_id: req.play_id, at });
         }
         if self.amp_since.is_some() {
             self.switch(false, None);
@@ -126,11 +150,14 @@ impl Worker {
     /// nothing needing it within another hold time.
     fn manage_amp(&mut self, now: Instant) {
         let needed = self.queue.iter().find(|r| self.amp_due(r) <= now).map(|r| r.play_id.clone());
+        let warm = self.warm_until.filter(|w| *w > now);
         match (self.amp_since, needed) {
             (None, Some(play_id)) => self.switch(true, Some(play_id)),
+            (None, None) if warm.is_some() => self.switch(true, None),
             (Some(_), None) => {
                 let soon = self.queue.iter().any(|r| self.amp_due(r) <= now + self.hold);
-                if now >= self.last_audio + self.hold && !soon {
+                let last = self.warm_until.map_or(self.last_audio, |w| w.max(self.last_audio));
+                if now >= last + self.hold && !soon {
                     self.switch(false, None);
                 }
             }
@@ -181,6 +208,13 @@ impl Worker {
         if self.amp_since.is_some() && self.last_audio + self.hold > now {
             wake = wake.min(self.last_audio + self.hold);
         }
+        if let Some(warm) = self.warm_until {
+            if self.amp_since.is_none() && warm > now {
+                wake = now;
+            } else if self.amp_since.is_some() && warm + self.hold > now {
+                wake = wake.min(warm + self.hold);
+            }
+        }
         wake
     }
 
@@ -201,10 +235,16 @@ impl Worker {
                 if let Some(i) = self.queue.iter().position(|q| q.play_id == play_id) {
                     let req = self.queue.remove(i);
                     tracing::info!(play_id = %req.play_id, "queued play cancelled");
-                    self.emit(PlayerEvent::Stopped { play_id: req.play_id, at: SystemTime::now() });
+                    let at = SystemTime::now();
+                    self.air(AirEvent::Stopped { play_id: req.play_id.clone(), at });
+                    self.emit(PlayerEvent::Stopped { play_id: req.play_id, at });
                 }
             }
             Command::SetVolume(v) => self.master = clamp_volume(v),
+            Command::WarmUp(d) => {
+                let until = Instant::now() + d;
+                self.warm_until = Some(self.warm_until.map_or(until, |w| w.max(until)));
+            }
         }
         None
     }
@@ -220,6 +260,13 @@ impl Worker {
         self.set_now_playing(Some(req.play_id.clone()));
         let outcome = self.run_play(&req);
         let (play_id, at) = (req.play_id, SystemTime::now());
+        let id = play_id.clone();
+        self.air(match &outcome {
+            Outcome::Finished => AirEvent::Finished { play_id: id, at },
+            Outcome::Preempted(by) => AirEvent::Preempted { play_id: id, by: by.clone(), at },
+            Outcome::Stopped => AirEvent::Stopped { play_id: id, at },
+            Outcome::Failed(_) => AirEvent::Failed { play_id: id, at },
+        });
         let event = match outcome {
             Outcome::Finished => PlayerEvent::Finished { play_id, at },
             Outcome::Preempted(by) => PlayerEvent::Preempted { play_id, by, at },
@@ -243,6 +290,8 @@ impl Worker {
         let block_samples = ((u128::from(rate) * self.block.as_millis()) / 1000).max(1) as usize;
         let mut program = Program::new(req, rate);
         let mut started = false;
+        let mut chimed = false;
+        let mut spoke = false;
         let mut underrun = false;
         loop {
             loop {
@@ -266,7 +315,7 @@ impl Worker {
                 return self.end(Outcome::Preempted(by));
             }
             match program.next_block(block_samples, self.block) {
-                Ok(Block::Pcm(pcm)) => {
+                Ok(Block::Pcm(pcm, part)) => {
                     if !started {
                         started = true;
                         self.emit(PlayerEvent::Started { play_id: req.play_id.clone(), at: SystemTime::now() });
@@ -275,8 +324,24 @@ impl Worker {
                         underrun = false;
                         tracing::info!(play_id = %req.play_id, "download caught up; playing on");
                     }
-                    let gain = clamp_volume(req.volume) * self.master;
+                    // Emergencies play at their own volume, whatever the master volume.
+                    let master = if req.tier == Tier::Emergency { 1.0 } else { self.master };
+                    let gain = clamp_volume(req.volume) * master;
                     let scaled: Vec<i16> = pcm.iter().map(|&s| (f32::from(s) * gain).round() as i16).collect();
+                    // Stamped as the block is handed to the sink.
+                    let at = SystemTime::now();
+                    let play_id = || req.play_id.clone();
+                    match part {
+                        Part::Chime if !chimed => {
+                            chimed = true;
+                            self.air(AirEvent::ToneStarted { play_id: play_id(), at });
+                        }
+                        Part::Speech if !spoke => {
+                            spoke = true;
+                            self.air(AirEvent::SpeechStarted { play_id: play_id(), at });
+                        }
+                        _ => {}
+                    }
                     if let Err(e) = self.sink.write(&scaled) {
                         return self.end(Outcome::Failed(format!("sound output: {e}")));
                     }
@@ -285,6 +350,7 @@ impl Worker {
                     if !underrun {
                         underrun = true;
                         tracing::warn!(play_id = %req.play_id, "playing faster than the download; waiting for it");
+                        self.air(AirEvent::Underrun { play_id: req.play_id.clone(), at: SystemTime::now() });
                     }
                 }
                 Ok(Block::End) => return self.end(Outcome::Finished),
