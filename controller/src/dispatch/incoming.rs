@@ -97,6 +97,10 @@ impl Dispatcher {
             Ok(r) => r,
             Err(e) => return self.drop_message(&topic, &e.to_string()),
         };
+        if !self.emergency_variants.contains(request.bulletin.as_str()) && self.holding(rx.as_str()) {
+            tracing::debug!(receiver = %rx, bulletin = %request.bulletin, "request held back: an emergency goes first");
+            return Ok(()); // the receiver asks again after its timeout
+        }
         let Some(variant) = q::variant_by_protocol_id(&self.store, request.bulletin.as_str())? else {
             return self.drop_message(&topic, &format!("unknown bulletin {}", request.bulletin));
         };

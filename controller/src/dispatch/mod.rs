@@ -33,6 +33,8 @@ pub use urgent::Urgent;
 pub const NO_REPORT_GRACE_MS: i64 = 10 * 60 * 1000;
 /// How far back plays are read when composing a plan: an emergency may start up to a day late.
 const LOOKBACK_MS: i64 = 25 * 3600 * 1000;
+/// After an emergency is sent, how long a receiver's chunk requests for other files are held back at most.
+const HOLD_OTHER_DOWNLOADS: Duration = Duration::from_secs(20);
 /// Most queued messages taken in one go, so chunk requests for emergencies can be served first.
 const BATCH: usize = 256;
 
@@ -107,6 +109,13 @@ pub struct Dispatcher {
     urgent: Arc<Urgent>,
     /// Wire ids of the variants emergencies use: their chunk requests are served first.
     emergency_variants: HashSet<String>,
+    /// The manifest last published per (receiver, variant wire id): (file SHA-256, tier, expiry). Forgotten when
+    /// the broker connection is made again, so everything is published once more then.
+    manifests_sent: HashMap<(String, String), (String, loa_protocol::Tier, Timestamp)>,
+    /// Receivers whose requests for non-emergency files wait, until this instant (see [`Dispatcher::holding`]).
+    holds: HashMap<String, (tokio::time::Instant, Vec<String>)>,
+    /// Wire ids of the emergency variants in each receiver's latest plan.
+    plan_emergencies: HashMap<String, Vec<String>>,
 }
 
 impl Dispatcher {
@@ -139,6 +148,9 @@ impl Dispatcher {
             command_seq: HashMap::new(),
             urgent: Arc::default(),
             emergency_variants: HashSet::new(),
+            manifests_sent: HashMap::new(),
+            holds: HashMap::new(),
+            plan_emergencies: HashMap::new(),
         }
     }
 
@@ -207,6 +219,7 @@ impl Dispatcher {
                 event = self.events.recv() => match event {
                     None => return Ok(()),
                     Some(LinkEvent::Connected) => {
+                        self.manifests_sent.clear();
                         self.client.subscribe(self.topics.controller_subscription(), rumqttc::QoS::AtLeastOnce).await?;
                         keep_going(self.publish_plans(true).await)?;
                     }
@@ -242,6 +255,7 @@ impl Dispatcher {
             keep_going(self.handle(&topic, &payload).await)?;
         }
         if connected {
+            self.manifests_sent.clear();
             self.client.subscribe(self.topics.controller_subscription(), rumqttc::QoS::AtLeastOnce).await?;
             keep_going(self.publish_plans(true).await)?;
         }
@@ -275,8 +289,28 @@ impl Dispatcher {
                     other => tracing::error!(receiver = %id, error = %other, "urgent plan not published"),
                 }
             }
+            // Until the warning's chunks have gone out, this receiver's requests for other files wait: every
+            // chunk of those already on its slow link is airtime the warning cannot use.
+            let wanted = self.plan_emergencies.get(&id).cloned().unwrap_or_default();
+            if !wanted.is_empty() {
+                self.holds.insert(id, (tokio::time::Instant::now() + HOLD_OTHER_DOWNLOADS, wanted));
+            }
         }
         Ok(())
+    }
+
+    /// Whether chunk requests of `rx` for files other than emergencies are held back now (see
+    /// [`HOLD_OTHER_DOWNLOADS`]). The hold ends early once every emergency file it is fetching was sent whole.
+    pub(super) fn holding(&mut self, rx: &str) -> bool {
+        let Some((until, wanted)) = self.holds.get(rx) else { return false };
+        let all_sent = wanted
+            .iter()
+            .all(|v| self.sent.get(&(rx.to_string(), v.clone())).is_some_and(|chunks| chunks.iter().all(|sent| *sent)));
+        if tokio::time::Instant::now() >= *until || all_sent {
+            self.holds.remove(rx);
+            return false;
+        }
+        true
     }
 
     /// Marks missed the plays no receiver reported on in time (see [`q::mark_unreported`]).
@@ -333,9 +367,14 @@ impl Dispatcher {
         let from = now.saturating_add_ms(-LOOKBACK_MS);
         let until = now.saturating_add_ms(self.settings.horizon_ms.max(loa_protocol::plan::MIN_HORIZON_MS + 3_600_000));
         let composed = plan::compose(&self.store, rx, area_id, now, from, until)?;
-        for play in composed.plays.iter().filter(|p| p.tier == loa_protocol::Tier::Emergency) {
-            self.emergency_variants.extend(play.bulletins.iter().map(|b| b.to_string()));
-        }
+        let emergencies: Vec<String> = composed
+            .plays
+            .iter()
+            .filter(|p| p.tier == loa_protocol::Tier::Emergency)
+            .flat_map(|p| p.bulletins.iter().map(|b| b.to_string()))
+            .collect();
+        self.emergency_variants.extend(emergencies.iter().cloned());
+        self.plan_emergencies.insert(rx.to_string(), emergencies);
         let held = q::plan_version(&self.store, rx.as_str())?;
         let fresh = held
             .as_ref()
@@ -361,6 +400,13 @@ impl Dispatcher {
                 .map(|p| p.tier)
                 .max()
                 .unwrap_or(loa_protocol::Tier::Normal);
+            // A manifest already published (retained) to this receiver is not sent again: the receiver holds it,
+            // or gets the retained copy when it subscribes. That spares a 2G link a kilobyte or two per replan.
+            let memo = (file.manifest.sha256.to_hex(), tier, file.manifest.expires_at);
+            let key = (rx.to_string(), wire_id);
+            if self.manifests_sent.get(&key) == Some(&memo) {
+                continue;
+            }
             let signed = if tier == file.manifest.tier {
                 self.signer.sign(&file.manifest, now, file.manifest.expires_at)?
             } else {
@@ -370,6 +416,7 @@ impl Dispatcher {
             };
             let topic = self.topics.manifest(rx, &file.manifest.bulletin);
             self.client.publish(topic, rumqttc::QoS::AtLeastOnce, true, signed.to_json()?).await?;
+            self.manifests_sent.insert(key, memo);
         }
         // Always a new sequence: a receiver refuses a plan whose seq it already holds.
         let seq = held.as_ref().map_or(1, |(seq, _, _)| seq + 1);

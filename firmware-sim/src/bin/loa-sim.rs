@@ -1,14 +1,14 @@
 //! `loa-sim`: simulated Loa receivers. `loa-sim demo` is the README's main job: a controller with its embedded
 //! broker and SQLite, seeded with demo villages, and one simulated receiver per village behind emulated links.
-//! `loa-sim run` keeps a fleet of receivers running against any controller; `loa-sim bench wire|bulk` are the
-//! benchmarks (docs/benchmarks.md).
+//! `loa-sim run` keeps a fleet of receivers running against any controller; `loa-sim bench wire|bulk|emergency|fleet` are
+//! the benchmarks (docs/benchmarks.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use loa_firmware_sim::bench::{bulk, setup::ReceiverTuning, wire};
+use loa_firmware_sim::bench::{bulk, emergency, fleet as fleet_bench, setup::ReceiverTuning, wire};
 use loa_firmware_sim::demo::{self, DemoOptions};
 use loa_firmware_sim::fleet::{ClockFault, PowerCuts};
 use loa_firmware_sim::link::{self, LinkProfile, OutageSchedule};
@@ -114,6 +114,23 @@ enum Bench {
         #[arg(long, default_value_t = 120)]
         seconds: u32,
     },
+    /// Time to air of an emergency (API call → first speech at each sink) while a long bulletin downloads.
+    Emergency {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Link profiles, one run each.
+        #[arg(long, default_value = "3g,gprs")]
+        profiles: String,
+        /// Receivers per run.
+        #[arg(long, default_value_t = 1000)]
+        receivers: usize,
+        /// Length of the long normal bulletin, s.
+        #[arg(long, default_value_t = 600)]
+        normal_seconds: u32,
+        /// Length of the warning, s.
+        #[arg(long, default_value_t = 20)]
+        warning_seconds: u32,
+    },
     /// Delivery time of a 5-minute bulletin over gprs against file size ÷ link rate.
     Bulk {
         #[command(flatten)]
@@ -124,6 +141,19 @@ enum Bench {
         /// Bulletin length, s.
         #[arg(long, default_value_t = 300)]
         seconds: u32,
+    },
+    /// Many receivers on direct connections, then one bulletin to all: time until all are ready, controller CPU and
+    /// peak RSS (the controller runs as a child process: build loa-controller first).
+    Fleet {
+        /// Print one JSON object of the figures per broker, one per line, after the table.
+        #[arg(long)]
+        json: bool,
+        /// Number of receivers.
+        #[arg(long, default_value_t = 10_000)]
+        receivers: usize,
+        /// embedded, mosquitto or both (one run each).
+        #[arg(long, default_value = "both")]
+        broker: String,
     },
 }
 
@@ -212,11 +242,34 @@ async fn main() -> anyhow::Result<()> {
                 _ = cancel.cancelled() => Ok(()),
             }
         }
+        Cmd::Bench { scenario: Bench::Emergency { common, profiles, receivers, normal_seconds, warning_seconds } } => {
+            let options = emergency::EmergencyOptions {
+                profiles: profiles.split(',').map(|p| LinkProfile::named(p.trim())).collect::<Result<_, _>>()?,
+                receivers,
+                normal_seconds,
+                warning_seconds,
+            };
+            tokio::select! {
+                r = emergency::run(options, common.json) => r.map(|_| ()),
+                _ = cancel.cancelled() => Ok(()),
+            }
+        }
         Cmd::Bench { scenario: Bench::Bulk { common, profile, seconds } } => {
             let options =
                 bulk::BulkOptions { profile: LinkProfile::named(&profile)?, seconds, tuning: tuning(&common) };
             tokio::select! {
                 r = bulk::run(options, common.json) => r.map(|_| ()),
+                _ = cancel.cancelled() => Ok(()),
+            }
+        }
+        Cmd::Bench { scenario: Bench::Fleet { json, receivers, broker } } => {
+            let options = fleet_bench::FleetOptions {
+                receivers,
+                brokers: fleet_bench::BrokerKind::parse_choice(&broker)?,
+                ..fleet_bench::FleetOptions::default()
+            };
+            tokio::select! {
+                r = fleet_bench::run(options, json) => r.map(|_| ()),
                 _ = cancel.cancelled() => Ok(()),
             }
         }

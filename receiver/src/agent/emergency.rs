@@ -9,10 +9,13 @@
 //! Σ_{j ≤ i} (total_j − held_j)  ≤  MARGIN × rate × (chime + Σ_{j ≤ i} duration_j)     for every variant i
 //! ```
 //!
-//! (for one variant, `held ≥ total − 0.8 × rate × (chime + duration)`), and the first variant holds at least its
-//! Ogg headers and about a second of audio ([`HEAD_BYTES`] + one second at the file's mean bitrate). The
-//! [`MARGIN`] of 0.8 covers variable bitrate and rate jitter; an underrun anyway just pauses the audio until the
-//! download catches up. Until the rate is measured, the whole file is needed.
+//! (for one variant, `held ≥ total − 0.8 × rate × (chime + duration)`), and the first variant's head — its Ogg
+//! headers and half a second of audio ([`HEAD_BYTES`] + half a second at the file's mean bitrate) — is held, or
+//! will be by the end of the chime: what is missing of it arrives, at the rate counted on, within the chime less
+//! one round trip. The chime lives on the device, so it may sound while the first audio is still on its way;
+//! that takes the chime's 1.2 s off the time to air on slow links. The [`MARGIN`] of 0.8 covers variable
+//! bitrate and rate jitter; an underrun anyway just pauses the audio until the download catches up. Until the
+//! rate is measured, the whole file is needed.
 
 use loa_protocol::{BulletinId, PlannedPlay};
 
@@ -36,15 +39,17 @@ pub(crate) struct Arrival {
     pub duration_ms: u64,
 }
 
-/// Whether variants that arrive as `arrivals` (in play order) can be played through, at `rate` bytes/s, after
-/// a chime of `chime_ms`. See the module documentation.
-pub(crate) fn can_play_through(arrivals: &[Arrival], rate: Option<f64>, chime_ms: u64) -> bool {
+/// Whether variants that arrive as `arrivals` (in play order) can be played through, at `rate` bytes/s with
+/// round trips of `rtt_ms`, after a chime of `chime_ms`. See the module documentation.
+pub(crate) fn can_play_through(arrivals: &[Arrival], rate: Option<f64>, rtt_ms: u64, chime_ms: u64) -> bool {
     let Some(first) = arrivals.first() else { return false };
-    let second = first.total.saturating_mul(1000) / first.duration_ms.max(1);
-    if first.held < (HEAD_BYTES + second).min(first.total) {
+    let half_second = first.total.saturating_mul(500) / first.duration_ms.max(1);
+    let rate = rate.unwrap_or(0.0).max(0.0) * MARGIN;
+    let head_missing = (HEAD_BYTES + half_second).min(first.total).saturating_sub(first.held);
+    let during_chime = rate * chime_ms.saturating_sub(rtt_ms) as f64 / 1000.0;
+    if head_missing as f64 > during_chime {
         return false;
     }
-    let rate = rate.unwrap_or(0.0).max(0.0) * MARGIN;
     let mut missing = 0u64;
     let mut elapsed_ms = chime_ms;
     arrivals.iter().all(|a| {
@@ -68,7 +73,9 @@ pub(crate) fn streamable(
         Some(Arrival { held, total: m.size, duration_ms: u64::from(m.duration_ms) })
     };
     let arrivals: Option<Vec<Arrival>> = play.bulletins.iter().map(arrival).collect();
-    arrivals.is_some_and(|a| can_play_through(&a, downloader.link().rate(), chime_ms))
+    let link = downloader.link();
+    let rtt_ms = link.min_rtt().map_or(u64::MAX, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    arrivals.is_some_and(|a| can_play_through(&a, link.rate(), rtt_ms, chime_ms))
 }
 
 #[cfg(test)]
@@ -82,30 +89,33 @@ mod tests {
     #[test]
     fn starts_once_the_rest_arrives_before_it_is_needed() {
         // 60 s at 12 kbit/s: 90 kB. At 6 kB/s × 0.8 × 61.2 s ≈ 294 kB: the head is enough.
-        let head = HEAD_BYTES + 1500;
-        assert!(!can_play_through(&[a(0, 90_000, 60_000)], Some(6000.0), 1200));
-        assert!(!can_play_through(&[a(head - 1, 90_000, 60_000)], Some(6000.0), 1200));
-        assert!(can_play_through(&[a(head, 90_000, 60_000)], Some(6000.0), 1200));
+        let head = HEAD_BYTES + 750;
+        assert!(!can_play_through(&[a(0, 90_000, 60_000)], Some(6000.0), u64::MAX, 1200));
+        assert!(!can_play_through(&[a(head - 1, 90_000, 60_000)], Some(6000.0), 1200, 1200));
+        assert!(can_play_through(&[a(head, 90_000, 60_000)], Some(6000.0), 1200, 1200));
+        // The chime may sound while the head is on its way: 0.8 × 6 kB/s × (1.2 − 0.6) s ≈ 2.9 kB arrive meanwhile.
+        assert!(can_play_through(&[a(0, 90_000, 60_000)], Some(6000.0), 600, 1200));
+        assert!(!can_play_through(&[a(0, 90_000, 60_000)], Some(2000.0), 600, 1200));
         // Unmeasured link: the whole file.
-        assert!(!can_play_through(&[a(89_999, 90_000, 60_000)], None, 1200));
-        assert!(can_play_through(&[a(90_000, 90_000, 60_000)], None, 1200));
+        assert!(!can_play_through(&[a(89_999, 90_000, 60_000)], None, 0, 1200));
+        assert!(can_play_through(&[a(90_000, 90_000, 60_000)], None, 0, 1200));
         // A link slower than the audio: 1 kB/s × 0.8 × 61.2 s ≈ 49 kB may still come, so 41 kB are needed.
-        assert!(!can_play_through(&[a(40_000, 90_000, 60_000)], Some(1000.0), 1200));
-        assert!(can_play_through(&[a(41_100, 90_000, 60_000)], Some(1000.0), 1200));
+        assert!(!can_play_through(&[a(40_000, 90_000, 60_000)], Some(1000.0), 1200, 1200));
+        assert!(can_play_through(&[a(41_100, 90_000, 60_000)], Some(1000.0), 1200, 1200));
         // A tiny file needs all of itself as its head.
-        assert!(can_play_through(&[a(500, 500, 1000)], Some(1.0), 0));
-        assert!(!can_play_through(&[], Some(1e9), 0));
+        assert!(can_play_through(&[a(500, 500, 1000)], Some(1.0), 0, 0));
+        assert!(!can_play_through(&[], Some(1e9), 0, 0));
     }
 
     #[test]
     fn later_variants_must_arrive_in_time_too() {
         // First variant complete; the second (30 kB, 10 s) is missing at 1 kB/s: 0.8 × (1.2 + 20 + 10) s ≈ 25 kB.
         let first = a(30_000, 30_000, 20_000);
-        assert!(!can_play_through(&[first, a(0, 30_000, 10_000)], Some(1000.0), 1200));
-        assert!(can_play_through(&[first, a(6_000, 30_000, 10_000)], Some(1000.0), 1200));
+        assert!(!can_play_through(&[first, a(0, 30_000, 10_000)], Some(1000.0), 1200, 1200));
+        assert!(can_play_through(&[first, a(6_000, 30_000, 10_000)], Some(1000.0), 1200, 1200));
         // The first's own shortfall counts against the second's deadline as well.
         let short = a(14_000, 30_000, 20_000);
-        assert!(can_play_through(&[short], Some(1000.0), 1200));
-        assert!(!can_play_through(&[short, a(6_000, 30_000, 10_000)], Some(1000.0), 1200));
+        assert!(can_play_through(&[short], Some(1000.0), 1200, 1200));
+        assert!(!can_play_through(&[short, a(6_000, 30_000, 10_000)], Some(1000.0), 1200, 1200));
     }
 }
