@@ -153,6 +153,7 @@ impl Controller {
                     self.config.controller_client_id.clone(),
                     secret.clone(),
                     self.counters.clone(),
+                    topics.chunks_filter(),
                 )
                 .await?;
                 let internal = broker.internal_addr();

@@ -213,6 +213,11 @@ impl Topics {
         format!("{}/rx/{receiver}/#", self.prefix)
     }
 
+    /// Every receiver's chunk topic, as a filter: `{prefix}/rx/+/chunk` (for broker settings per topic).
+    pub fn chunks_filter(&self) -> String {
+        format!("{}/rx/+/chunk", self.prefix)
+    }
+
     /// What the controller subscribes to: `{prefix}/up/+/#` (QoS 1).
     pub fn controller_subscription(&self) -> String {
         format!("{}/up/+/#", self.prefix)

@@ -274,7 +274,10 @@ impl Dispatcher {
     /// Publishes the plans of the receivers the API named as urgent.
     async fn publish_urgent(&mut self) -> Result<(), DispatchError> {
         let now = self.now();
-        for id in self.urgent.take() {
+        let started = std::time::Instant::now();
+        let ids = self.urgent.take();
+        let count = ids.len();
+        for id in ids {
             let Ok(rx) = ReceiverId::new(id.clone()) else { continue };
             let area = match self.store.receiver(&id) {
                 Ok(r) => r.area_id,
@@ -296,6 +299,7 @@ impl Dispatcher {
                 self.holds.insert(id, (tokio::time::Instant::now() + HOLD_OTHER_DOWNLOADS, wanted));
             }
         }
+        tracing::info!(receivers = count, ms = started.elapsed().as_millis() as u64, "urgent plans published");
         Ok(())
     }
 

@@ -1,8 +1,7 @@
 //! The MQTT link: one task that owns the rumqttc event loop, connects with a persistent session
 //! (`clean_session = false`, client id and username = the receiver id), sets the last will `offline` on
 //! `up/{id}/status` (retained), publishes `online` with the same session number and subscribes to
-//! `rx/{id}/#` whenever the broker has no session to resume (a resumed one keeps its subscription, so retained
-//! plans and manifests are not sent again over a slow link after each reconnect), and reconnects after a failure with the shared [`Backoff`] and jitter. It
+//! `rx/{id}/#` on every connect, and reconnects after a failure with the shared [`Backoff`] and jitter. It
 //! forwards what arrives as [`LinkEvent`]s; the agent publishes through the [`AsyncClient`] with `try_publish`
 //! (never waiting on the link, so neither side can block the other). On cancel it publishes `offline` itself
 //! and disconnects cleanly.
@@ -109,13 +108,11 @@ async fn run(
                 {
                     tracing::warn!(error = %e, "cannot queue the online status");
                 }
-                // A resumed session keeps its subscription and queued messages at the broker; subscribing again
-                // would make the broker resend every retained plan and manifest over a slow link after each
-                // reconnect. A fresh session (first start, broker restarted) subscribes and gets them once.
-                if !ack.session_present {
-                    if let Err(e) = client.try_subscribe(&cfg.subscription, QoS::AtLeastOnce) {
-                        tracing::warn!(error = %e, "cannot queue the subscription");
-                    }
+                // Subscribing again even on a resumed session costs the retained plan and manifests once more per
+                // reconnect, but a broker that reports a session and lost its subscription (seen with rumqttd in
+                // the end-to-end tests) would otherwise leave the receiver deaf.
+                if let Err(e) = client.try_subscribe(&cfg.subscription, QoS::AtLeastOnce) {
+                    tracing::warn!(error = %e, "cannot queue the subscription");
                 }
                 if tx.send(LinkEvent::Connected).await.is_err() {
                     break;

@@ -26,8 +26,13 @@ pub fn free_port() -> u16 {
 }
 
 pub fn start_broker() -> u16 {
+    start_broker_on([127, 0, 0, 1].into())
+}
+
+/// A broker listening on `ip` (another interface than loopback: the network-namespace test).
+pub fn start_broker_on(ip: std::net::IpAddr) -> u16 {
     let port = free_port();
-    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listen = SocketAddr::new(ip, port);
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: 300 * 1024,
@@ -138,8 +143,13 @@ pub struct Ctl {
 
 impl Ctl {
     pub async fn start(port: u16, me: &ReceiverId) -> Ctl {
+        Ctl::start_at("127.0.0.1", port, me).await
+    }
+
+    /// Like [`Ctl::start`], with the broker at `host`.
+    pub async fn start_at(host: &str, port: u16, me: &ReceiverId) -> Ctl {
         let topics = Topics::new("loa").unwrap();
-        let mut opts = MqttOptions::new("controller", "127.0.0.1", port);
+        let mut opts = MqttOptions::new("controller", host, port);
         opts.set_max_packet_size(300 * 1024, 300 * 1024);
         let (client, mut event_loop) = AsyncClient::new(opts, 1000);
         client.subscribe(topics.controller_subscription(), QoS::AtLeastOnce).await.unwrap();
