@@ -141,7 +141,12 @@ async fn send_upload(state: AppState, mp: Multipart) -> Result<(StatusCode, Json
             return Err(e);
         }
     };
-    start_encode(&state, &mut up, variant)?;
+    if let Err(e) = start_encode(&state, &mut up, variant) {
+        // Nothing half-made stays behind: no emergency waits for audio that will never come.
+        let _ = state.store.cancel_schedule(made.schedule_id, state.now_ms());
+        let _ = state.store.cancel_bulletin(&id, state.now_ms());
+        return Err(e);
+    }
     let (store, urgent, receivers) = (state.store.clone(), state.urgent.clone(), made.receivers.clone());
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + ENCODE_WAIT;
@@ -163,6 +168,7 @@ async fn send_upload(state: AppState, mp: Multipart) -> Result<(StatusCode, Json
 }
 
 struct Made {
+    schedule_id: i64,
     view: Value,
     receivers: BTreeSet<String>,
 }
@@ -211,7 +217,7 @@ fn create(state: &AppState, body: &EmergencyRequest) -> Result<Made, ApiError> {
         "sent_at": now.to_rfc3339_opts(SecondsFormat::Millis, true),
         "expires_at": expires.to_rfc3339_opts(SecondsFormat::Millis, true),
     });
-    Ok(Made { view, receivers })
+    Ok(Made { schedule_id: made.id, view, receivers })
 }
 
 fn schedule_receivers(state: &AppState, schedule_id: i64) -> Result<BTreeSet<String>, ApiError> {
