@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use loa_firmware_sim::api::ApiClient;
 use loa_firmware_sim::fleet::{Fleet, SimReceiver};
-use loa_tests::{bulletin_audio, wait_for, BrokerKind, Mosquitto, TestController};
+use loa_tests::{bulletin_audio, now_ms, wait_for, wait_online, BrokerKind, Mosquitto, TestController};
 use serde_json::{json, Value};
 
 /// A province without quiet hours (so that the test runs at any hour), one commune, three villages, one
@@ -42,20 +42,7 @@ async fn villages(api: &ApiClient, dir: &Path) -> anyhow::Result<Villages> {
         v.receivers.push(id);
         v.wav_dirs.push(wav_dir);
     }
-    let (api2, ids) = (api.clone(), v.receivers.clone());
-    wait_for("all receivers online", Duration::from_secs(20), || {
-        let (api, ids) = (api2.clone(), ids.clone());
-        async move {
-            for id in &ids {
-                let r = api.get(&format!("/receivers/{id}")).await.ok()?;
-                if r["online"] != json!(true) {
-                    return None;
-                }
-            }
-            Some(())
-        }
-    })
-    .await?;
+    wait_online(api, &v.receivers, Duration::from_secs(20)).await?;
     Ok(v)
 }
 
@@ -78,10 +65,6 @@ async fn schedule_at(api: &ApiClient, bulletin: &str, areas: &[i64], ahead: Dura
         )
         .await?;
     Ok((s["id"].as_i64().context("schedule id")?, at_ms))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 async fn plays(api: &ApiClient, schedule: i64) -> anyhow::Result<Vec<Value>> {

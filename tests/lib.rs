@@ -78,6 +78,24 @@ where
     }
 }
 
+/// Now, UTC ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Waits until the controller shows every receiver in `ids` online.
+pub async fn wait_online(api: &ApiClient, ids: &[String], timeout: Duration) -> anyhow::Result<()> {
+    wait_for("every receiver online", timeout, || async {
+        for id in ids {
+            if api.get(&format!("/receivers/{id}")).await.ok()?["online"] != serde_json::json!(true) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await
+}
+
 /// Which broker a test controller uses.
 #[derive(Debug, Clone)]
 pub enum BrokerKind {

@@ -88,7 +88,8 @@ impl Dispatcher {
     fn on_health(&mut self, rx: &ReceiverId, payload: &[u8], now: Timestamp) -> Result<(), String> {
         Health::from_json(payload).map_err(|e| e.to_string())?;
         let json = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
-        q::set_health(&self.store, rx.as_str(), json, now.unix_ms()).map_err(|e| e.to_string())
+        q::set_health(&self.store, rx.as_str(), json, now.unix_ms()).map_err(|e| e.to_string())?;
+        self.store.record_health_sample(rx.as_str(), json, now.unix_ms()).map(|_| ()).map_err(|e| e.to_string())
     }
 
     async fn on_chunk_request(&mut self, rx: &ReceiverId, payload: &[u8], now: Timestamp) -> Result<(), DispatchError> {
@@ -97,7 +98,7 @@ impl Dispatcher {
             Ok(r) => r,
             Err(e) => return self.drop_message(&topic, &e.to_string()),
         };
-        if !self.emergency_variants.contains(request.bulletin.as_str()) && self.holding(rx.as_str()) {
+        if !self.is_emergency(rx.as_str(), request.bulletin.as_str()) && self.holding(rx.as_str()) {
             tracing::debug!(receiver = %rx, bulletin = %request.bulletin, "request held back: an emergency goes first");
             return Ok(()); // the receiver asks again after its timeout
         }
@@ -125,7 +126,12 @@ impl Dispatcher {
             self.count(|s| {
                 s.chunks += 1;
                 s.chunk_bytes += len;
-                *s.chunks_to.entry(rx.to_string()).or_default() += 1;
+                match s.chunks_to.get_mut(rx.as_str()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        s.chunks_to.insert(rx.to_string(), 1);
+                    }
+                }
             });
             let sent = self.sent.entry(key.clone()).or_insert_with(|| vec![false; total]);
             if let Some(slot) = sent.get_mut(index as usize) {

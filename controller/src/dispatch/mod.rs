@@ -12,7 +12,7 @@ mod incoming;
 pub mod plan;
 mod urgent;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -107,14 +107,12 @@ pub struct Dispatcher {
     command_seq: HashMap<String, u64>,
     /// Receivers whose plans must go out before anything else.
     urgent: Arc<Urgent>,
-    /// Wire ids of the variants emergencies use: their chunk requests are served first.
-    emergency_variants: HashSet<String>,
     /// The manifest last published per (receiver, variant wire id): (file SHA-256, tier, expiry). Forgotten when
     /// the broker connection is made again, so everything is published once more then.
     manifests_sent: HashMap<(String, String), (String, loa_protocol::Tier, Timestamp)>,
     /// Receivers whose requests for non-emergency files wait, until this instant (see [`Dispatcher::holding`]).
     holds: HashMap<String, (tokio::time::Instant, Vec<String>)>,
-    /// Wire ids of the emergency variants in each receiver's latest plan.
+    /// Wire ids of the emergency variants in each receiver's latest plan: their chunk requests are served first.
     plan_emergencies: HashMap<String, Vec<String>>,
 }
 
@@ -147,7 +145,6 @@ impl Dispatcher {
             commands: None,
             command_seq: HashMap::new(),
             urgent: Arc::default(),
-            emergency_variants: HashSet::new(),
             manifests_sent: HashMap::new(),
             holds: HashMap::new(),
             plan_emergencies: HashMap::new(),
@@ -218,11 +215,7 @@ impl Dispatcher {
                 }
                 event = self.events.recv() => match event {
                     None => return Ok(()),
-                    Some(LinkEvent::Connected) => {
-                        self.manifests_sent.clear();
-                        self.client.subscribe(self.topics.controller_subscription(), rumqttc::QoS::AtLeastOnce).await?;
-                        keep_going(self.publish_plans(true).await)?;
-                    }
+                    Some(LinkEvent::Connected) => self.on_connected().await?,
                     Some(LinkEvent::Message { topic, payload }) => self.handle_batch(topic, payload).await?,
                 },
                 _ = replan.notified() => keep_going(self.publish_plans(false).await)?,
@@ -249,26 +242,36 @@ impl Dispatcher {
                 Err(_) => break,
             }
         }
-        // A stable sort: emergencies' chunk requests move to the front, everything else keeps its order.
-        batch.sort_by_key(|(topic, payload)| !self.is_emergency_request(topic, payload));
-        for (topic, payload) in batch {
+        // Emergencies' chunk requests go first; everything else keeps its order.
+        let (first, rest): (Vec<_>, Vec<_>) =
+            batch.into_iter().partition(|(topic, payload)| self.is_emergency_request(topic, payload));
+        for (topic, payload) in first.into_iter().chain(rest) {
             keep_going(self.handle(&topic, &payload).await)?;
         }
         if connected {
-            self.manifests_sent.clear();
-            self.client.subscribe(self.topics.controller_subscription(), rumqttc::QoS::AtLeastOnce).await?;
-            keep_going(self.publish_plans(true).await)?;
+            self.on_connected().await?;
         }
         Ok(())
     }
 
+    /// The broker connection is (again) up: subscribe, and publish every plan and manifest once more.
+    async fn on_connected(&mut self) -> Result<(), DispatchError> {
+        self.manifests_sent.clear();
+        self.client.subscribe(self.topics.controller_subscription(), rumqttc::QoS::AtLeastOnce).await?;
+        keep_going(self.publish_plans(true).await)
+    }
+
+    /// Whether `bulletin` (a wire id) is an emergency in `rx`'s latest plan.
+    pub(super) fn is_emergency(&self, rx: &str, bulletin: &str) -> bool {
+        self.plan_emergencies.get(rx).is_some_and(|v| v.iter().any(|b| b == bulletin))
+    }
+
     fn is_emergency_request(&self, topic: &str, payload: &[u8]) -> bool {
-        if self.emergency_variants.is_empty() {
-            return false;
-        }
-        matches!(self.topics.parse(topic), Ok(loa_protocol::Topic::ChunkRequest(_)))
+        let Ok(loa_protocol::Topic::ChunkRequest(rx)) = self.topics.parse(topic) else { return false };
+        // Only receivers with an emergency in their plan pay for parsing the request twice.
+        self.plan_emergencies.get(rx.as_str()).is_some_and(|v| !v.is_empty())
             && <loa_protocol::ChunkRequest as loa_protocol::Message>::from_json(payload)
-                .is_ok_and(|r| self.emergency_variants.contains(r.bulletin.as_str()))
+                .is_ok_and(|r| self.is_emergency(rx.as_str(), r.bulletin.as_str()))
     }
 
     /// Publishes the plans of the receivers the API named as urgent.
@@ -377,7 +380,6 @@ impl Dispatcher {
             .filter(|p| p.tier == loa_protocol::Tier::Emergency)
             .flat_map(|p| p.bulletins.iter().map(|b| b.to_string()))
             .collect();
-        self.emergency_variants.extend(emergencies.iter().cloned());
         self.plan_emergencies.insert(rx.to_string(), emergencies);
         let held = q::plan_version(&self.store, rx.as_str())?;
         let fresh = held

@@ -327,17 +327,35 @@ fn extend_one(c: &mut Connection, s: &ScheduleRow, now_ms: i64) -> Result<usize,
         return Ok(0);
     }
     let tx = c.transaction()?;
-    let bulletin = get_bulletin(&tx, &s.spec.bulletin_id)?;
+    let n = place_stored(&tx, s, None, from_at, horizon)?;
+    set_expanded_until(&tx, s.id, horizon)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Places a stored schedule's occurrences in `[start_ms, until_ms)` (narrowed to its validity) on its targets, or
+/// only on `only` if that receiver is one of them; returns the plays planned.
+fn place_stored(
+    tx: &Connection,
+    s: &ScheduleRow,
+    only: Option<&str>,
+    start_ms: i64,
+    until_ms: i64,
+) -> Result<usize, StoreError> {
+    let mut receivers = resolve_targets(tx, &s.spec.targets)?;
+    if let Some(id) = only {
+        receivers.retain(|r, _| r == id);
+    }
+    if receivers.is_empty() {
+        return Ok(0);
+    }
+    let bulletin = get_bulletin(tx, &s.spec.bulletin_id)?;
     let placement = placement_for(s.id, &s.spec, &bulletin.title, false)?;
     let rule: Rule = serde_json::from_str(&s.spec.rule)
         .map_err(|e| StoreError::invalid(format!("schedule {} has an unreadable rule: {e}", s.id)))?;
     let compiled = rule.compile(placement.tz)?;
-    let receivers = resolve_targets(&tx, &s.spec.targets)?;
-    let (from, until) = clip(from_ms(from_at), from_ms(horizon), &s.spec);
-    let n = placement.place(&tx, &receivers, &compiled.occurrences(placement.tz, from, until))?;
-    set_expanded_until(&tx, s.id, horizon)?;
-    tx.commit()?;
-    Ok(n)
+    let (from, until) = clip(from_ms(start_ms), from_ms(until_ms), &s.spec);
+    placement.place(tx, &receivers, &compiled.occurrences(placement.tz, from, until))
 }
 
 /// Plans a newly registered (or moved) receiver into every active schedule that targets it, from `now` up to
@@ -350,21 +368,10 @@ pub fn expand_for_receiver(store: &Store, receiver_id: &str, now: Timestamp) -> 
     for s in schedules {
         let result = store.with_conn(|c| {
             let tx = c.transaction()?;
-            let mut receivers = resolve_targets(&tx, &s.spec.targets)?;
-            receivers.retain(|id, _| id == receiver_id);
-            if receivers.is_empty() {
-                return Ok(0);
-            }
-            let bulletin = get_bulletin(&tx, &s.spec.bulletin_id)?;
-            let placement = placement_for(s.id, &s.spec, &bulletin.title, false)?;
-            let rule: Rule = serde_json::from_str(&s.spec.rule)
-                .map_err(|e| StoreError::invalid(format!("schedule {} has an unreadable rule: {e}", s.id)))?;
-            let compiled = rule.compile(placement.tz)?;
             // An emergency sent moments ago still counts: its occurrence is at most its validity old.
-            let since = if placement.tier == Tier::Emergency { s.created_at.min(now_ms) } else { now_ms };
+            let since = if parse_tier(&s.spec.tier) == Tier::Emergency { s.created_at.min(now_ms) } else { now_ms };
             let until = s.expanded_until.unwrap_or(now_ms).max(now_ms);
-            let (from, until) = clip(from_ms(since), from_ms(until), &s.spec);
-            let n = placement.place(&tx, &receivers, &compiled.occurrences(placement.tz, from, until))?;
+            let n = place_stored(&tx, &s, Some(receiver_id), since, until)?;
             tx.commit()?;
             Ok(n)
         });

@@ -208,9 +208,7 @@ pub fn mark_unreported(
         Ok(c.execute(
             "UPDATE plays SET status = 'missed',
                     reason = 'no_report: the receiver never said it played (offline or powered off?)'
-              WHERE status IN ('planned', 'downloading', 'ready')
-                AND planned_at < ?1
-                AND id IN (
+              WHERE id IN (
                     SELECT p.id FROM plays p JOIN schedules s ON s.id = p.schedule_id
                      WHERE p.status IN ('planned', 'downloading', 'ready') AND p.planned_at < ?1
                        AND CASE WHEN p.tier = 'emergency' THEN COALESCE(s.valid_until, p.planned_at + ?3)

@@ -1,7 +1,7 @@
 //! The MQTT link: one task that owns the rumqttc event loop, connects with a persistent session
 //! (`clean_session = false`, client id and username = the receiver id), sets the last will `offline` on
-//! `up/{id}/status` (retained), publishes `online` with the same session number and subscribes to
-//! `rx/{id}/#` on every connect, and reconnects after a failure with the shared [`Backoff`] and jitter. It
+//! `up/{id}/status` (retained), subscribes to `rx/{id}/#` and then publishes `online` with the same
+//! session number on every connect, and reconnects after a failure with the shared [`Backoff`] and jitter. It
 //! forwards what arrives as [`LinkEvent`]s; the agent publishes through the [`AsyncClient`] with `try_publish`
 //! (never waiting on the link, so neither side can block the other). On cancel it publishes `offline` itself
 //! and disconnects cleanly.
@@ -103,16 +103,17 @@ async fn run(
                 backoff.reset();
                 connected = true;
                 tracing::info!(broker = %cfg.host, port = cfg.port, session, resumed = ack.session_present, "connected");
+                // Subscribe first: the controller answers `online` with a live plan (the receiver's clock sample),
+                // which a subscription made after the status would miss on a fresh session. Subscribing again even
+                // on a resumed session costs the retained plan and manifests once more per reconnect, but a broker
+                // that reports a session and lost its subscription would otherwise leave the receiver deaf.
+                if let Err(e) = client.try_subscribe(&cfg.subscription, QoS::AtLeastOnce) {
+                    tracing::warn!(error = %e, "cannot queue the subscription");
+                }
                 if let Err(e) =
                     client.try_publish(&cfg.status_topic, QoS::AtLeastOnce, true, status(StatusState::Online, session))
                 {
                     tracing::warn!(error = %e, "cannot queue the online status");
-                }
-                // Subscribing again even on a resumed session costs the retained plan and manifests once more per
-                // reconnect, but a broker that reports a session and lost its subscription (seen with rumqttd in
-                // the end-to-end tests) would otherwise leave the receiver deaf.
-                if let Err(e) = client.try_subscribe(&cfg.subscription, QoS::AtLeastOnce) {
-                    tracing::warn!(error = %e, "cannot queue the subscription");
                 }
                 if tx.send(LinkEvent::Connected).await.is_err() {
                     break;
