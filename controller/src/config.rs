@@ -52,6 +52,8 @@ pub struct ControllerConfig {
     pub replan_interval_ms: u64,
     /// Seed a demo province with communes, villages and receivers on first run.
     pub seed_demo: bool,
+    /// Alert thresholds (the `[alerts]` section).
+    pub alerts: crate::alerts::AlertSettings,
 }
 
 impl Default for ControllerConfig {
@@ -70,6 +72,7 @@ impl Default for ControllerConfig {
             plan_horizon_ms: 72 * 3600 * 1000,
             replan_interval_ms: 60_000,
             seed_demo: false,
+            alerts: crate::alerts::AlertSettings::default(),
         }
     }
 }
@@ -113,6 +116,7 @@ impl ControllerConfig {
         if self.plan_horizon_ms < loa_protocol::plan::MIN_HORIZON_MS {
             return bad("plan_horizon_ms must be at least 48 hours (172800000)".into());
         }
+        self.alerts.validate().map_err(ConfigError::Invalid)?;
         if self.max_upload_bytes < 1024 {
             return bad("max_upload_bytes is too small".into());
         }

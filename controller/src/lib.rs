@@ -9,6 +9,7 @@
 //! [`server`] starts all of it with `run(self, cancel)`. [`config`] is the one settings struct; [`clock`] is
 //! where "now" comes from; [`keys`] holds the Ed25519 signing key.
 
+pub mod alerts;
 pub mod api;
 pub mod broker;
 pub mod clock;

@@ -66,6 +66,8 @@ pub struct Opened {
     pub controller: Controller,
     /// The admin token, if it was created now (shown once: it is stored hashed).
     pub new_admin_token: Option<String>,
+    /// The password of the user `admin`, if that user was created now (there were no users; shown once).
+    pub new_admin_password: Option<String>,
 }
 
 impl Controller {
@@ -79,6 +81,7 @@ impl Controller {
         let store = Store::open(&config.data_dir)?;
         let signer = Arc::new(crate::keys::load_or_create(&config.data_dir)?);
         let new_admin_token = api::ensure_admin_token(&store)?;
+        let new_admin_password = store.ensure_first_admin(clock.now().timestamp_millis())?;
         let controller = Controller {
             config,
             clock,
@@ -90,7 +93,7 @@ impl Controller {
             counters: Arc::default(),
             stats: Arc::default(),
         };
-        Ok(Opened { controller, new_admin_token })
+        Ok(Opened { controller, new_admin_token, new_admin_password })
     }
 
     /// The HTTP address (with the real port when bound to port 0).
@@ -223,8 +226,20 @@ impl Controller {
             extend_plays_hourly(store, clock, replan, token).await;
             Ok(())
         });
+        let alerts = crate::alerts::Alerts {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            settings: self.config.alerts.clone(),
+            tz: self.config.tz(),
+        };
+        let token = inner.clone();
+        tasks.spawn(async move { alerts.run(token).await.map_err(ServerError::from) });
 
-        let app = api::app(state);
+        let sources = api::metrics::MetricsSources {
+            dispatch: Some(self.stats.clone()),
+            wire: self.config.broker.is_none().then(|| self.counters.clone()),
+        };
+        let app = api::app(state).layer(axum::Extension(sources));
         let token = inner.clone();
         let http = self.http;
         tasks.spawn(async move {

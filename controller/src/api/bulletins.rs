@@ -3,6 +3,12 @@
 //!
 //! The upload is streamed to `DATA/uploads/` (never held whole in memory) and counted against
 //! `max_upload_bytes` (413 past it); the encode job deletes it when done.
+//!
+//! Approval before air: an editor's upload starts `draft`; `POST /bulletins/{id}/submit` (editors) makes it
+//! `submitted` (or `approved` at once where the area, or an ancestor, has one-step approval);
+//! `/approve` {comment?} and `/reject` {comment} (approvers; not of a bulletin they made themselves) decide.
+//! Uploads through the admin token or by an admin are approved on upload. A bulletin belongs to an area (the
+//! optional upload field `area_id`, by default the uploader's scope root) and is seen only inside it.
 
 use std::path::PathBuf;
 
@@ -15,9 +21,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::{rfc3339, rfc3339_opt, ApiError, ApiSettings, AppState, Params};
-use crate::store::bulletins::{Bulletin, VariantStatus};
+use super::audit::record;
+use super::auth::{CurrentUser, Permission};
+use super::{rfc3339, rfc3339_opt, ApiError, ApiSettings, AppState, OptionalBody, Params};
+use crate::store::approval::Review;
+use crate::store::bulletins::{Approval, Bulletin, BulletinOwner, VariantStatus};
 use crate::store::random_id;
+use crate::store::users::Role;
 
 pub(super) fn routes(settings: &ApiSettings) -> Router<AppState> {
     // Leave room for the multipart framing and the text fields; the file itself is counted exactly.
@@ -27,6 +37,9 @@ pub(super) fn routes(settings: &ApiSettings) -> Router<AppState> {
         .route("/bulletins/{id}", get(one).delete(cancel))
         .route("/bulletins/{id}/variants", post(add_variant).layer(DefaultBodyLimit::max(limit)))
         .route("/bulletins/{id}/audio", get(audio))
+        .route("/bulletins/{id}/submit", post(submit))
+        .route("/bulletins/{id}/approve", post(approve))
+        .route("/bulletins/{id}/reject", post(reject))
 }
 
 /// A multipart upload saved to disk.
@@ -41,6 +54,7 @@ pub(super) struct Upload {
     pub(super) times: Option<String>,
     pub(super) gap_s: Option<String>,
     pub(super) expires_in_s: Option<String>,
+    pub(super) area_id: Option<String>,
 }
 
 impl Upload {
@@ -72,6 +86,7 @@ pub(super) async fn read_upload(state: &AppState, mut mp: Multipart) -> Result<U
         times: None,
         gap_s: None,
         expires_in_s: None,
+        area_id: None,
     };
     let result = read_fields(state, &mut mp, &mut up).await;
     if result.is_err() {
@@ -104,7 +119,8 @@ async fn read_fields(state: &AppState, mp: &mut Multipart, up: &mut Upload) -> R
                 }
                 out.sync_all().await.map_err(ApiError::internal)?;
             }
-            "title" | "category" | "language" | "library" | "targets" | "times" | "gap_s" | "expires_in_s" => {
+            "title" | "category" | "language" | "library" | "targets" | "times" | "gap_s" | "expires_in_s"
+            | "area_id" => {
                 let text = field.text().await.map_err(multipart_error)?;
                 let text = Some(text.trim().to_string());
                 match name.as_str() {
@@ -115,12 +131,13 @@ async fn read_fields(state: &AppState, mp: &mut Multipart, up: &mut Upload) -> R
                     "times" => up.times = text,
                     "gap_s" => up.gap_s = text,
                     "expires_in_s" => up.expires_in_s = text,
+                    "area_id" => up.area_id = text,
                     _ => up.language = text,
                 }
             }
             other => {
                 return Err(ApiError::unprocessable(format!(
-                    "unknown field \"{other}\"; send file, title, category, language, library"
+                    "unknown field \"{other}\"; send file, title, category, language, library, area_id"
                 )))
             }
         }
@@ -153,7 +170,33 @@ pub(super) fn flag(field: &str, value: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-async fn upload(State(state): State<AppState>, mp: Multipart) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// The owner of a new bulletin uploaded by `user`: the `area_id` field (inside the user's subtree) or the
+/// user's scope root; admins' uploads are approved on upload, everyone else's start as drafts.
+pub(super) fn owner_for(
+    state: &AppState,
+    user: &CurrentUser,
+    area_field: Option<&str>,
+) -> Result<BulletinOwner, ApiError> {
+    let area = match area_field.filter(|s| !s.is_empty()) {
+        Some(text) => {
+            let id =
+                text.parse::<i64>().map_err(|_| ApiError::unprocessable("area_id must be an area id (a number)"))?;
+            user.scope(&state.store)?.check_area(id)?;
+            state.store.area(id)?;
+            Some(id)
+        }
+        None => user.scope,
+    };
+    let approval = if user.role == Role::Admin { Approval::Approved } else { Approval::Draft };
+    Ok(BulletinOwner { area_id: area, created_by: user.user_id(), approval })
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    mp: Multipart,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    user.require(Permission::EditBulletins)?;
     let mut up = read_upload(&state, mp).await?;
     let extra =
         [("targets", &up.targets), ("times", &up.times), ("gap_s", &up.gap_s), ("expires_in_s", &up.expires_in_s)]
@@ -166,18 +209,21 @@ async fn upload(State(state): State<AppState>, mp: Multipart) -> Result<(StatusC
             "\"{name}\" belongs to POST /emergencies; a bulletin upload takes file, title, category, language, library"
         )));
     }
-    let library = match flag("library", up.library.as_deref()) {
-        Ok(l) => l,
+    let checked = flag("library", up.library.as_deref())
+        .and_then(|library| Ok((library, owner_for(&state, &user, up.area_id.as_deref())?)));
+    let (library, owner) = match checked {
+        Ok(ok) => ok,
         Err(e) => {
             up.discard();
             return Err(e);
         }
     };
     let language = up.language.clone().filter(|l| !l.is_empty()).unwrap_or_else(|| "vi".into());
-    let created = state.store.create_bulletin(
+    let created = state.store.create_bulletin_as(
         up.title.as_deref().unwrap_or_default(),
         up.category.as_deref().unwrap_or("other"),
         &language,
+        &owner,
         state.now_ms(),
     );
     let (id, variant) = match created {
@@ -191,16 +237,49 @@ async fn upload(State(state): State<AppState>, mp: Multipart) -> Result<(StatusC
     if library {
         state.store.set_library(&id, true)?;
     }
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "encoding", "language": language, "library": library}))))
+    let approval = owner.approval.as_str();
+    let detail = json!({
+        "title": up.title,
+        "language": language,
+        "library": library,
+        "approval": if owner.approval == Approval::Approved { "approved on upload (admin)" } else { approval },
+    });
+    record(&state, &user, "bulletin_upload", Some(("bulletin", id.clone())), owner.area_id, detail);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "status": "encoding", "language": language, "library": library, "approval": approval})),
+    ))
 }
 
 async fn add_variant(
     State(state): State<AppState>,
+    user: CurrentUser,
     Path(id): Path<String>,
     mp: Multipart,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    user.require(Permission::EditBulletins)?;
+    let scope = user.scope(&state.store)?;
+    let b = scope.bulletin(&state.store, &id)?;
+    if !scope.owns(b.area_id) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this bulletin belongs to an area above yours"));
+    }
+    // What an approver approved stays what goes on air: only drafts (or rejected ones) change, except by admins.
+    if user.role != Role::Admin && matches!(b.approval, Approval::Submitted | Approval::Approved) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "bulletin {id} is {}; its recordings can no longer change (make a new bulletin)",
+                b.approval.as_str()
+            ),
+        ));
+    }
     let mut up = read_upload(&state, mp).await?;
-    if up.title.is_some() || up.category.is_some() || up.library.is_some() || up.targets.is_some() {
+    if up.title.is_some()
+        || up.category.is_some()
+        || up.library.is_some()
+        || up.targets.is_some()
+        || up.area_id.is_some()
+    {
         up.discard();
         return Err(ApiError::unprocessable("a variant takes only file and language"));
     }
@@ -216,6 +295,7 @@ async fn add_variant(
         }
     };
     start_encode(&state, &mut up, variant)?;
+    record(&state, &user, "bulletin_variant", Some(("bulletin", id.clone())), b.area_id, json!({"language": language}));
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "language": language, "status": "encoding"}))))
 }
 
@@ -232,6 +312,12 @@ pub fn view(b: &Bulletin) -> Value {
         "created_at": rfc3339(b.created_at),
         "cancelled_at": rfc3339_opt(b.cancelled_at),
         "library": b.library,
+        "approval": b.approval,
+        "area_id": b.area_id,
+        "created_by": b.created_by,
+        "reviewed_by": b.reviewed_by,
+        "review_comment": b.review_comment,
+        "reviewed_at": rfc3339_opt(b.reviewed_at),
         "variants": b.variants.iter().map(|v| json!({
             "id": v.protocol_id(),
             "language": v.language,
@@ -252,18 +338,116 @@ fn status_name(s: VariantStatus) -> &'static str {
     }
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(Value::Array(state.store.list_bulletins()?.iter().map(view).collect())))
+async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    let scope = user.scope(&state.store)?;
+    let list = state.store.list_bulletins()?;
+    Ok(Json(Value::Array(list.iter().filter(|b| scope.sees_bulletin(b)).map(view).collect())))
 }
 
-async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view(&state.store.bulletin(&id)?)))
+async fn one(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(view(&user.scope(&state.store)?.bulletin(&state.store, &id)?)))
 }
 
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn cancel(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    user.require(Permission::EditBulletins)?;
+    let scope = user.scope(&state.store)?;
+    let b = scope.bulletin(&state.store, &id)?;
+    if !scope.owns(b.area_id) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this bulletin belongs to an area above yours"));
+    }
     let n = state.store.cancel_bulletin(&id, state.now_ms())?;
     state.replan.notify_one();
+    record(&state, &user, "bulletin_cancel", Some(("bulletin", id.clone())), b.area_id, json!({"cancelled_plays": n}));
     Ok(Json(json!({"id": id, "status": "cancelled", "cancelled_plays": n})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewBody {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// The bulletin if the user may review or submit it: visible and owned inside the user's subtree.
+fn owned_bulletin(state: &AppState, user: &CurrentUser, id: &str) -> Result<Bulletin, ApiError> {
+    let scope = user.scope(&state.store)?;
+    let b = scope.bulletin(&state.store, id)?;
+    if !scope.owns(b.area_id) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "this bulletin belongs to an area above yours"));
+    }
+    Ok(b)
+}
+
+fn review_view(b: &Bulletin) -> Value {
+    json!({"id": b.id, "approval": b.approval, "review_comment": b.review_comment, "reviewed_by": b.reviewed_by})
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    user.require(Permission::EditBulletins)?;
+    let b = owned_bulletin(&state, &user, &id)?;
+    let one_step = state.store.one_step_approval(b.area_id)?;
+    let to = if one_step { Approval::Approved } else { Approval::Submitted };
+    let review = Review { from: &[Approval::Draft, Approval::Rejected], to, by: user.user_id(), comment: None };
+    let b = state.store.review_bulletin(&id, &review, state.now_ms())?;
+    let detail = json!({"approval": b.approval, "one_step_approval": one_step});
+    record(&state, &user, "bulletin_submit", Some(("bulletin", id.clone())), b.area_id, detail);
+    Ok(Json(review_view(&b)))
+}
+
+async fn approve(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<ReviewBody>,
+) -> Result<Json<Value>, ApiError> {
+    user.require(Permission::Approve)?;
+    let b = owned_bulletin(&state, &user, &id)?;
+    if b.created_by.is_some() && b.created_by == user.user_id() && !state.store.one_step_approval(b.area_id)? {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "you made this bulletin, so someone else must approve it"));
+    }
+    let comment = body.unwrap_or_default().comment.map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
+    let review = Review {
+        from: &[Approval::Submitted],
+        to: Approval::Approved,
+        by: user.user_id(),
+        comment: comment.as_deref(),
+    };
+    let b = state.store.review_bulletin(&id, &review, state.now_ms())?;
+    record(&state, &user, "bulletin_approve", Some(("bulletin", id.clone())), b.area_id, json!({"comment": comment}));
+    Ok(Json(review_view(&b)))
+}
+
+async fn reject(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<ReviewBody>,
+) -> Result<Json<Value>, ApiError> {
+    user.require(Permission::Approve)?;
+    owned_bulletin(&state, &user, &id)?;
+    let Some(comment) = body.unwrap_or_default().comment.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) else {
+        return Err(ApiError::unprocessable("say why it is rejected: {\"comment\": \"...\"}"));
+    };
+    if comment.chars().count() > 2000 {
+        return Err(ApiError::unprocessable("the comment is longer than 2000 characters"));
+    }
+    let review =
+        Review { from: &[Approval::Submitted], to: Approval::Rejected, by: user.user_id(), comment: Some(&comment) };
+    let b = state.store.review_bulletin(&id, &review, state.now_ms())?;
+    record(&state, &user, "bulletin_reject", Some(("bulletin", id.clone())), b.area_id, json!({"comment": comment}));
+    Ok(Json(review_view(&b)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,10 +457,11 @@ struct AudioQuery {
 
 async fn audio(
     State(state): State<AppState>,
+    user: CurrentUser,
     Path(id): Path<String>,
     Params(q): Params<AudioQuery>,
 ) -> Result<Response, ApiError> {
-    let b = state.store.bulletin(&id)?;
+    let b = user.scope(&state.store)?.bulletin(&state.store, &id)?;
     let variant =
         match &q.language {
             Some(lang) => {

@@ -1,7 +1,8 @@
 //! `POST /receivers/{id}/commands`: a remote action on one receiver — `set_volume`, `stop_now`, `test_tone`,
 //! `resync`, `restart` — handed to dispatch, which signs it (with a rising sequence number, so a captured command
 //! cannot be replayed) and publishes it on that receiver's command topic. Delivered while the receiver is
-//! online (or its broker session keeps it); not stored across a controller restart.
+//! online (or its broker session keeps it); not stored across a controller restart. Operators and admins
+//! only, on receivers inside their subtree.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,7 +11,10 @@ use axum::{Json, Router};
 use loa_protocol::{Action, ReceiverId};
 use serde_json::{json, Value};
 
+use super::audit::record;
+use super::auth::{CurrentUser, Permission};
 use super::{ApiError, AppState, Body};
+use crate::store::StoreError;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/receivers/{id}/commands", post(send))
@@ -18,10 +22,15 @@ pub(super) fn routes() -> Router<AppState> {
 
 async fn send(
     State(state): State<AppState>,
+    user: CurrentUser,
     Path(id): Path<String>,
     Body(action): Body<Action>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    state.store.receiver(&id)?;
+    user.require(Permission::Operate)?;
+    let rx = state.store.receiver(&id)?;
+    if !user.scope(&state.store)?.contains(rx.area_id) {
+        return Err(StoreError::not_found("receiver", id).into());
+    }
     let receiver = ReceiverId::new(id.clone()).map_err(|e| ApiError::unprocessable(e.to_string()))?;
     if let Action::SetVolume { volume } = action {
         if volume > 100 {
@@ -45,6 +54,7 @@ async fn send(
     commands
         .send((receiver, action))
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the MQTT link is shutting down; try again"))?;
+    record(&state, &user, "command", Some(("receiver", id.clone())), Some(rx.area_id), json!(action));
     Ok((StatusCode::ACCEPTED, Json(json!({"receiver": id, "command": action, "status": "sent"}))))
 }
 

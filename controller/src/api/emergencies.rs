@@ -9,7 +9,8 @@
 //! hour): a receiver that was offline plays it when it comes back only within that time. Dispatch is told to
 //! publish the targeted receivers' plans before anything else ([`crate::dispatch::Urgent`]).
 //! `DELETE /emergencies/{id}` cancels it everywhere: receivers stop it, on air or not, as soon as their new plan
-//! arrives.
+//! arrives. Both need the emergency right (admins and the admin token have it) and targets inside the user's
+//! subtree; library warnings made at or above the user's area may be sent.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -23,6 +24,8 @@ use loa_protocol::Tier;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::audit::record;
+use super::auth::{CurrentUser, Permission};
 use super::bulletins::{read_upload, start_encode};
 use super::{numeric_id, ApiError, ApiSettings, AppState, Body};
 use crate::schedule::{create_schedule, OnClash, ScheduleRequest, Targets};
@@ -70,7 +73,12 @@ pub struct EmergencyRequest {
     pub volume: Option<f64>,
 }
 
-async fn send(State(state): State<AppState>, req: Request) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn send(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    req: Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    user.require(Permission::Emergency)?;
     let is_multipart = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -80,10 +88,12 @@ async fn send(State(state): State<AppState>, req: Request) -> Result<(StatusCode
         let mp = Multipart::from_request(req, &state)
             .await
             .map_err(|e| ApiError::bad_request(format!("could not read the upload: {}", e.body_text())))?;
-        return send_upload(state, mp).await;
+        return send_upload(state, user, mp).await;
     }
     let Body(body) = Body::<EmergencyRequest>::from_request(req, &state).await?;
-    let ready = state.store.bulletin(&body.bulletin_id)?;
+    let scope = user.scope(&state.store)?;
+    let ready = scope.bulletin(&state.store, &body.bulletin_id)?;
+    scope.check_targets(&state.store, &body.targets)?;
     if ready.status() != VariantStatus::Ready {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -92,11 +102,24 @@ async fn send(State(state): State<AppState>, req: Request) -> Result<(StatusCode
     }
     let made = create(&state, &body)?;
     state.urgent.push(made.receivers.iter().cloned());
+    audit_send(&state, &user, &made, &body, &ready.title);
     Ok((StatusCode::CREATED, Json(made.view)))
 }
 
+fn audit_send(state: &AppState, user: &CurrentUser, made: &Made, body: &EmergencyRequest, title: &str) {
+    let t = &body.targets;
+    let detail = json!({
+        "bulletin_id": body.bulletin_id,
+        "title": title,
+        "receivers": made.receivers.len(),
+        "targets": {"areas": t.areas, "groups": t.groups, "receivers": t.receivers},
+    });
+    let scope = user.scope;
+    record(state, user, "emergency_send", Some(("schedule", made.schedule_id.to_string())), scope, detail);
+}
+
 /// A new recording sent as an emergency: stored, encoded, then sent the moment it is ready.
-async fn send_upload(state: AppState, mp: Multipart) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn send_upload(state: AppState, user: CurrentUser, mp: Multipart) -> Result<(StatusCode, Json<Value>), ApiError> {
     let mut up = read_upload(&state, mp).await?;
     let parsed = (|| {
         let num = |name: &str, v: &Option<String>| -> Result<Option<u32>, ApiError> {
@@ -112,9 +135,11 @@ async fn send_upload(state: AppState, mp: Multipart) -> Result<(StatusCode, Json
                 return Err(ApiError::unprocessable("say who hears it: the field \"targets\", e.g. {\"areas\": [3]}"))
             }
         };
-        Ok((targets, num("times", &up.times)?, num("gap_s", &up.gap_s)?, num("expires_in_s", &up.expires_in_s)?))
+        user.scope(&state.store)?.check_targets(&state.store, &targets)?;
+        let owner = super::bulletins::owner_for(&state, &user, up.area_id.as_deref())?;
+        Ok((targets, num("times", &up.times)?, num("gap_s", &up.gap_s)?, num("expires_in_s", &up.expires_in_s)?, owner))
     })();
-    let (targets, times, gap_s, expires_in_s) = match parsed {
+    let (targets, times, gap_s, expires_in_s, owner) = match parsed {
         Ok(p) => p,
         Err(e) => {
             up.discard();
@@ -124,7 +149,7 @@ async fn send_upload(state: AppState, mp: Multipart) -> Result<(StatusCode, Json
     let language = up.language.clone().filter(|l| !l.is_empty()).unwrap_or_else(|| "vi".into());
     let title = up.title.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| "Cảnh báo khẩn cấp".into());
     let category = up.category.clone().unwrap_or_else(|| "disaster".into());
-    let (id, variant) = match state.store.create_bulletin(&title, &category, &language, state.now_ms()) {
+    let (id, variant) = match state.store.create_bulletin_as(&title, &category, &language, &owner, state.now_ms()) {
         Ok(ok) => ok,
         Err(e) => {
             up.discard();
@@ -147,6 +172,7 @@ async fn send_upload(state: AppState, mp: Multipart) -> Result<(StatusCode, Json
         let _ = state.store.cancel_bulletin(&id, state.now_ms());
         return Err(e);
     }
+    audit_send(&state, &user, &made, &body, &title);
     let (store, urgent, receivers) = (state.store.clone(), state.urgent.clone(), made.receivers.clone());
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + ENCODE_WAIT;
@@ -225,10 +251,14 @@ fn schedule_receivers(state: &AppState, schedule_id: i64) -> Result<BTreeSet<Str
     Ok(state.store.plays(&filter)?.into_iter().map(|p| p.receiver_id).collect())
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
     let now = state.now_ms();
+    let scope = user.scope(&state.store)?;
     let mut out = Vec::new();
     for s in state.store.list_schedules()?.iter().filter(|s| s.spec.tier == "emergency") {
+        if !scope.sees_schedule(&state.store, s)? {
+            continue;
+        }
         let mut view = super::schedules::view(&state, s)?;
         let active = s.cancelled_at.is_none() && s.spec.valid_until.is_none_or(|u| u > now);
         if let Some(obj) = view.as_object_mut() {
@@ -240,13 +270,20 @@ async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(Value::Array(out)))
 }
 
-async fn library(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(Value::Array(state.store.library()?.iter().map(super::bulletins::view).collect())))
+async fn library(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    let scope = user.scope(&state.store)?;
+    let list = state.store.library()?;
+    Ok(Json(Value::Array(list.iter().filter(|b| scope.sees_bulletin(b)).map(super::bulletins::view).collect())))
 }
 
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn cancel(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    user.require(Permission::Emergency)?;
     let id = numeric_id("emergency", &id)?;
-    let schedule = state.store.schedule(id)?;
+    let schedule = user.scope(&state.store)?.schedule(&state.store, id)?;
     if schedule.spec.tier != "emergency" {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -256,6 +293,8 @@ async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result
     let n = state.store.cancel_schedule(id, state.now_ms())?;
     let receivers = schedule_receivers(&state, id)?;
     tracing::warn!(schedule = id, receivers = receivers.len(), "EMERGENCY cancelled");
+    let detail = json!({"bulletin_id": schedule.spec.bulletin_id, "cancelled_plays": n, "receivers": receivers.len()});
+    record(&state, &user, "emergency_cancel", Some(("schedule", id.to_string())), user.scope, detail);
     state.urgent.push(receivers);
     Ok(Json(json!({"id": id, "status": "cancelled", "cancelled_plays": n})))
 }

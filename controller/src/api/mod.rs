@@ -1,26 +1,34 @@
 //! The HTTP API (axum), everything under `/api/v1`, JSON in and out, documented with curl in `docs/api.md`.
 //!
-//! [`app`] builds the router from an [`AppState`]. Every route but `GET /api/v1/health` wants
-//! `Authorization: Bearer <admin token>` (made by [`ensure_admin_token`] on first start, stored hashed).
-//! Errors are `{"error": "<message an official can read>"}` with a 4xx status: 400 malformed request, 401 no or
-//! wrong token, 404 unknown id, 409 clash with what is stored, 413 upload too big, 422 request breaks a rule;
+//! [`app`] builds the router from an [`AppState`]. Every route but `GET /api/v1/health` and `POST /api/v1/login`
+//! wants a [`auth::CurrentUser`]: the admin token (made by [`ensure_admin_token`] on first start, stored
+//! hashed; a built-in admin over the whole tree), a user's API token, or the console's session cookie (see
+//! [`auth`]). Each user sees and targets only their subtree of the admin tree (404 outside it) and does only
+//! what their role allows (403). Errors are `{"error": "<message an official can read>"}` with a 4xx status:
+//! 400 malformed request, 401 not logged in, 403 not allowed, 404 unknown id (or outside the user's subtree),
+//! 409 clash with what is stored, 413 upload too big, 422 request breaks a rule, 429 too many failed logins;
 //! 500 only for server faults (logged, with a generic message). Route handlers live in [`areas`],
-//! [`receivers`], [`bulletins`], [`schedules`], [`emergencies`] and [`commands`].
+//! [`receivers`], [`bulletins`], [`schedules`], [`emergencies`], [`commands`], [`users`] and [`audit`].
 
+pub mod alerts;
 pub mod areas;
+pub mod audit;
+pub mod auth;
 pub mod bulletins;
 pub mod commands;
 pub mod emergencies;
+pub mod metrics;
 pub mod receivers;
+pub mod reports;
 pub mod schedules;
+pub mod users;
 
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -114,6 +122,8 @@ pub fn rotate_admin_token(store: &Store) -> Result<String, StoreError> {
 
 /// The router.
 pub fn app(state: AppState) -> Router {
+    // Every route merged here sits behind authentication; handlers take an `auth::CurrentUser` and filter by
+    // its scope.
     let protected = Router::new()
         .merge(areas::routes())
         .merge(receivers::routes())
@@ -121,9 +131,15 @@ pub fn app(state: AppState) -> Router {
         .merge(bulletins::routes(&state.settings))
         .merge(schedules::routes())
         .merge(emergencies::routes(&state.settings))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
-    let api = Router::new().route("/health", get(health)).merge(protected);
-    Router::new().nest("/api/v1", api).fallback(not_found).with_state(state)
+        .merge(users::routes())
+        .merge(audit::routes())
+        .merge(alerts::routes())
+        .merge(reports::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    let api = Router::new().route("/health", get(health)).merge(users::public_routes()).merge(protected);
+    let scraped =
+        metrics::routes().route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    Router::new().nest("/api/v1", api).merge(scraped).fallback(not_found).with_state(state)
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -132,24 +148,6 @@ async fn health(State(state): State<AppState>) -> Response {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such API route; see docs/api.md")
-}
-
-async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let Some(presented) = presented else {
-        return ApiError::new(StatusCode::UNAUTHORIZED, "send the admin token: Authorization: Bearer <token>")
-            .into_response();
-    };
-    match state.store.setting(ADMIN_TOKEN_KEY) {
-        Ok(Some(hash)) if hash == sha256_hex(presented.as_bytes()) => next.run(req).await,
-        Ok(_) => ApiError::new(StatusCode::UNAUTHORIZED, "the admin token is not valid").into_response(),
-        Err(e) => ApiError::from(e).into_response(),
-    }
 }
 
 /// An API error: a status and a message, sent as `{"error": "..."}`.
@@ -228,6 +226,26 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     ApiError::new(status, message)
 }
 
+/// An optional JSON body: an empty body is `None`; anything else must be JSON of `T`.
+#[derive(Debug, Clone)]
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("could not read the body ({})", e.body_text())))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(None));
+        }
+        serde_json::from_slice(&bytes)
+            .map(|v| OptionalBody(Some(v)))
+            .map_err(|e| ApiError::unprocessable(format!("the JSON does not fit this request ({e})")))
+    }
+}
+
 /// Query parameters whose rejections are [`ApiError`]s.
 #[derive(Debug, Clone)]
 pub struct Params<T>(pub T);
@@ -267,3 +285,7 @@ mod tests;
 mod tests_bulletins;
 #[cfg(test)]
 mod tests_emergencies;
+#[cfg(test)]
+mod tests_health;
+#[cfg(test)]
+mod tests_people;

@@ -1,5 +1,6 @@
 //! `/receivers`: registration (returns the secret once, inside a ready-to-copy receiver config file), listing,
-//! and one receiver's state with its last health report.
+//! and one receiver's state with its last health report. Operators (and admins) register receivers inside
+//! their subtree; everyone sees the receivers inside theirs.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -8,8 +9,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::audit::record;
+use super::auth::{CurrentUser, Permission};
 use super::{rfc3339, rfc3339_opt, ApiError, ApiSettings, AppState, Body};
 use crate::store::receivers::Receiver;
+use crate::store::StoreError;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/receivers", get(list).post(register)).route("/receivers/{id}", get(one))
@@ -52,8 +56,11 @@ pub fn receiver_config(settings: &ApiSettings, id: &str, password: &str) -> Resu
 
 async fn register(
     State(state): State<AppState>,
+    user: CurrentUser,
     Body(new): Body<NewReceiver>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    user.require(Permission::Operate)?;
+    user.scope(&state.store)?.check_area(new.area_id)?;
     let reg = state.store.register_receiver(&new.name, new.area_id, state.now_ms())?;
     let config = receiver_config(&state.settings, &reg.id, &reg.secret)?;
     let now = loa_protocol::Timestamp::from_unix_ms(state.now_ms()).unwrap_or(loa_protocol::Timestamp::EPOCH);
@@ -64,6 +71,8 @@ async fn register(
         }
     }
     state.replan.notify_one();
+    let detail = json!({"name": new.name, "area_id": new.area_id});
+    record(&state, &user, "receiver_register", Some(("receiver", reg.id.clone())), Some(new.area_id), detail);
     Ok((StatusCode::CREATED, Json(json!({"id": reg.id, "secret": reg.secret, "config": config}))))
 }
 
@@ -81,11 +90,20 @@ fn view(r: &Receiver) -> Value {
     })
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    let scope = user.scope(&state.store)?;
     let list = state.store.list_receivers()?;
-    Ok(Json(Value::Array(list.iter().map(view).collect())))
+    Ok(Json(Value::Array(list.iter().filter(|r| scope.contains(r.area_id)).map(view).collect())))
 }
 
-async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(view(&state.store.receiver(&id)?)))
+async fn one(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let r = state.store.receiver(&id)?;
+    if !user.scope(&state.store)?.contains(r.area_id) {
+        return Err(StoreError::not_found("receiver", id).into());
+    }
+    Ok(Json(view(&r)))
 }

@@ -1,4 +1,9 @@
 //! `/schedules` (create, list, look at, cancel) and `/plays` (what was planned and what became of it).
+//!
+//! Editors and admins schedule approved bulletins ("this bulletin has not been approved yet" otherwise) to
+//! targets inside their subtree; a schedule of tier `emergency` needs the emergency right instead and skips
+//! approval. A schedule is visible when all its targets are inside the user's subtree; plays when their
+//! receiver is.
 
 use std::collections::BTreeMap;
 
@@ -9,8 +14,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::audit::record;
+use super::auth::{CurrentUser, Permission};
 use super::{numeric_id, rfc3339, rfc3339_opt, ApiError, AppState, Body, Params};
 use crate::schedule::{create_schedule, ScheduleRequest};
+use crate::store::bulletins::Approval;
 use crate::store::plays::{Play, PlayFilter};
 use crate::store::schedules::{ScheduleRow, TargetKind};
 
@@ -23,10 +31,30 @@ pub(super) fn routes() -> Router<AppState> {
 
 async fn create(
     State(state): State<AppState>,
+    user: CurrentUser,
     Body(req): Body<ScheduleRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let emergency = req.priority == Some(loa_protocol::Tier::Emergency);
+    user.require(if emergency { Permission::Emergency } else { Permission::Schedule })?;
+    let scope = user.scope(&state.store)?;
+    let bulletin = scope.bulletin(&state.store, &req.bulletin_id)?;
+    scope.check_targets(&state.store, &req.targets)?;
+    if !emergency && bulletin.approval != Approval::Approved {
+        return Err(ApiError::unprocessable(format!(
+            "this bulletin has not been approved yet (it is {}); submit it and ask an approver",
+            bulletin.approval.as_str()
+        )));
+    }
     let made = create_schedule(&state.store, &req, state.now(), state.settings.tz)?;
     state.replan.notify_one();
+    let detail = json!({
+        "bulletin_id": req.bulletin_id,
+        "title": bulletin.title,
+        "priority": req.priority,
+        "plays": made.plays,
+        "targets": {"areas": req.targets.areas, "groups": req.targets.groups, "receivers": req.targets.receivers},
+    });
+    record(&state, &user, "schedule_create", Some(("schedule", made.id.to_string())), scope.root, detail);
     Ok((StatusCode::CREATED, Json(json!({"id": made.id, "plays": made.plays}))))
 }
 
@@ -64,20 +92,40 @@ pub(super) fn view(state: &AppState, s: &ScheduleRow) -> Result<Value, ApiError>
     }))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let rows = state.store.list_schedules()?;
-    Ok(Json(Value::Array(rows.iter().map(|s| view(&state, s)).collect::<Result<Vec<_>, _>>()?)))
+async fn list(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    let scope = user.scope(&state.store)?;
+    let mut out = Vec::new();
+    for s in state.store.list_schedules()? {
+        if scope.sees_schedule(&state.store, &s)? {
+            out.push(view(&state, &s)?);
+        }
+    }
+    Ok(Json(Value::Array(out)))
 }
 
-async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn one(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = numeric_id("schedule", &id)?;
-    Ok(Json(view(&state, &state.store.schedule(id)?)?))
+    let scope = user.scope(&state.store)?;
+    Ok(Json(view(&state, &scope.schedule(&state.store, id)?)?))
 }
 
-async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn cancel(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id = numeric_id("schedule", &id)?;
+    let scope = user.scope(&state.store)?;
+    let s = scope.schedule(&state.store, id)?;
+    user.require(if s.spec.tier == "emergency" { Permission::Emergency } else { Permission::Schedule })?;
     let n = state.store.cancel_schedule(id, state.now_ms())?;
     state.replan.notify_one();
+    let detail = json!({"bulletin_id": s.spec.bulletin_id, "cancelled_plays": n});
+    record(&state, &user, "schedule_cancel", Some(("schedule", id.to_string())), scope.root, detail);
     Ok(Json(json!({"id": id, "status": "cancelled", "cancelled_plays": n})))
 }
 
@@ -106,12 +154,20 @@ fn play_view(p: &Play) -> Value {
     })
 }
 
-async fn plays(State(state): State<AppState>, Params(q): Params<PlaysQuery>) -> Result<Json<Value>, ApiError> {
+async fn plays(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Params(q): Params<PlaysQuery>,
+) -> Result<Json<Value>, ApiError> {
     let filter = PlayFilter {
         schedule_id: q.schedule_id,
         receiver_id: q.receiver_id,
         bulletin_id: q.bulletin_id,
         limit: Some(q.limit.unwrap_or(1000).min(10_000)),
     };
-    Ok(Json(Value::Array(state.store.plays(&filter)?.iter().map(play_view).collect())))
+    let list = match user.scope(&state.store)?.areas() {
+        None => state.store.plays(&filter)?,
+        Some(areas) => state.store.plays_in_areas(&filter, &areas)?,
+    };
+    Ok(Json(Value::Array(list.iter().map(play_view).collect())))
 }

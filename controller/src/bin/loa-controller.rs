@@ -1,11 +1,13 @@
 //! `loa-controller`: the district or province controller. Settings come from `--config FILE`, then
-//! `LOA_CONTROLLER_*` environment variables, then these flags.
+//! `LOA_CONTROLLER_*` environment variables, then these flags. `loa-controller user add NAME --role R
+//! [--area ID] [--emergency]` and `loa-controller user passwd NAME` manage console users from the shell (the
+//! password is read from standard input with `--password-stdin`, or generated and printed once).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use loa_controller::clock::SystemClock;
 use loa_controller::config::ControllerConfig;
 use loa_controller::server::Controller;
@@ -29,6 +31,91 @@ struct Args {
     /// Use an external broker instead of the embedded one, e.g. mqtt://127.0.0.1:1883.
     #[arg(long)]
     broker: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage console users (the controller may be running).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user.
+    Add {
+        /// Login name (3 to 32 of a-z 0-9 . _ -).
+        name: String,
+        /// admin, editor, approver, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// Area id the user is scoped to (its subtree); the whole tree if left out.
+        #[arg(long)]
+        area: Option<i64>,
+        /// Give the emergency right.
+        #[arg(long)]
+        emergency: bool,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password (ends their sessions).
+    Passwd {
+        /// Login name.
+        name: String,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// The password from standard input (one line), or a generated one and whether it was generated.
+fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        return Ok((loa_controller::store::users::generate_password(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+    Ok((line.trim_end_matches(['\r', '\n']).to_string(), false))
+}
+
+fn user_command(config: &ControllerConfig, cmd: UserCommand) -> anyhow::Result<()> {
+    use loa_controller::store::users::{hash_password, NewUser, Role, UserPatch};
+    let store = loa_controller::store::Store::open(&config.data_dir)
+        .with_context(|| format!("cannot open the data directory {}", config.data_dir.display()))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    match cmd {
+        UserCommand::Add { name, role, area, emergency, password_stdin } => {
+            let role = Role::parse(&role)?;
+            let (pw, generated) = password(password_stdin)?;
+            let new = NewUser {
+                username: name.clone(),
+                display_name: None,
+                password_hash: hash_password(&pw)?,
+                role,
+                area_id: area,
+                emergency,
+            };
+            let id = store.create_user(&new, now)?;
+            println!("user {name} (id {id}, {}) added", role.as_str());
+            if generated {
+                println!("password: {pw}   (shown once)");
+            }
+        }
+        UserCommand::Passwd { name, password_stdin } => {
+            let (user, _) = store.user_by_name(&name)?.with_context(|| format!("there is no user {name}"))?;
+            let (pw, generated) = password(password_stdin)?;
+            let patch = UserPatch { password_hash: Some(hash_password(&pw)?), ..UserPatch::default() };
+            store.update_user(user.id, &patch, now)?;
+            println!("password of {name} changed; their sessions have ended");
+            if generated {
+                println!("password: {pw}   (shown once)");
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Args {
@@ -62,6 +149,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = ControllerConfig::load(args.config.as_deref(), std::env::vars(), args.flags())?;
+    if let Some(Command::User(cmd)) = args.command {
+        return user_command(&config, cmd);
+    }
     let http = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {} (is the port in use?)", config.http_listen))?;
@@ -78,6 +168,9 @@ async fn main() -> anyhow::Result<()> {
     let controller = opened.controller;
     if let Some(token) = opened.new_admin_token {
         println!("admin token: {token}   (shown once; keep it safe)");
+    }
+    if let Some(password) = opened.new_admin_password {
+        println!("console user: admin   password: {password}   (shown once; change it after logging in)");
     }
     if let Some(addr) = controller.http_addr() {
         println!("web: http://{addr}/   API: http://{addr}/api/v1/");

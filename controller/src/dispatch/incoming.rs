@@ -88,7 +88,8 @@ impl Dispatcher {
     fn on_health(&mut self, rx: &ReceiverId, payload: &[u8], now: Timestamp) -> Result<(), String> {
         Health::from_json(payload).map_err(|e| e.to_string())?;
         let json = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
-        q::set_health(&self.store, rx.as_str(), json, now.unix_ms()).map_err(|e| e.to_string())
+        q::set_health(&self.store, rx.as_str(), json, now.unix_ms()).map_err(|e| e.to_string())?;
+        self.store.record_health_sample(rx.as_str(), json, now.unix_ms()).map(|_| ()).map_err(|e| e.to_string())
     }
 
     async fn on_chunk_request(&mut self, rx: &ReceiverId, payload: &[u8], now: Timestamp) -> Result<(), DispatchError> {

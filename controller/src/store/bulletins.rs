@@ -1,11 +1,13 @@
 //! Bulletins and their language variants. A bulletin is a title and a category; each variant is one language's
 //! recording, encoded to one Ogg Opus file stored under its SHA-256 (`DATA/bulletins/<sha256>.opus`, written
 //! atomically). A variant is `encoding` until its job ends `ready` (with sha256, bytes, duration) or `failed`
-//! (with a message an official can read). Cancelling a bulletin cancels its future plays.
+//! (with a message an official can read). Cancelling a bulletin cancels its future plays. Approval (draft →
+//! submitted → approved / rejected) and the owning area are in [`super::approval`].
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+pub use super::approval::{Approval, BulletinOwner};
 use super::{random_id, write_atomic, Store, StoreError};
 
 /// Categories a bulletin may have.
@@ -83,6 +85,18 @@ pub struct Bulletin {
     pub cancelled_at: Option<i64>,
     /// Kept in the library of pre-recorded warnings, ready to send as an emergency.
     pub library: bool,
+    /// Where it stands in approval.
+    pub approval: Approval,
+    /// The area that owns it (`None` = the whole tree).
+    pub area_id: Option<i64>,
+    /// The user who made it (`None`: the admin token, or made before users existed).
+    pub created_by: Option<i64>,
+    /// The user who approved or rejected it.
+    pub reviewed_by: Option<i64>,
+    /// The reviewer's comment.
+    pub review_comment: Option<String>,
+    /// When it was approved or rejected, UTC ms.
+    pub reviewed_at: Option<i64>,
     /// Variants, oldest first.
     pub variants: Vec<Variant>,
 }
@@ -130,7 +144,8 @@ fn variant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Variant> {
 pub(crate) fn get_bulletin(c: &Connection, id: &str) -> Result<Bulletin, StoreError> {
     let mut b = c
         .query_row(
-            "SELECT id, title, category, created_at, cancelled_at, library FROM bulletins WHERE id = ?1",
+            "SELECT id, title, category, created_at, cancelled_at, library, status, area_id, created_by, reviewed_by,
+                    review_comment, reviewed_at FROM bulletins WHERE id = ?1",
             [id],
             |r| {
                 Ok(Bulletin {
@@ -140,6 +155,12 @@ pub(crate) fn get_bulletin(c: &Connection, id: &str) -> Result<Bulletin, StoreEr
                     created_at: r.get(3)?,
                     cancelled_at: r.get(4)?,
                     library: r.get(5)?,
+                    approval: Approval::parse(&r.get::<_, String>(6)?),
+                    area_id: r.get(7)?,
+                    created_by: r.get(8)?,
+                    reviewed_by: r.get(9)?,
+                    review_comment: r.get(10)?,
+                    reviewed_at: r.get(11)?,
                     variants: Vec::new(),
                 })
             },
@@ -159,12 +180,27 @@ fn check_language(language: &str) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Adds a bulletin with its first variant (`encoding`); returns (bulletin id, variant row id).
+    /// Adds a bulletin with its first variant (`encoding`); returns (bulletin id, variant row id). The bulletin
+    /// is owned by the whole tree and approved, as the admin's own uploads are: people's uploads go through
+    /// [`Store::create_bulletin_as`].
     pub fn create_bulletin(
         &self,
         title: &str,
         category: &str,
         language: &str,
+        now_ms: i64,
+    ) -> Result<(String, i64), StoreError> {
+        self.create_bulletin_as(title, category, language, &BulletinOwner::admin(), now_ms)
+    }
+
+    /// Adds a bulletin with its first variant (`encoding`), owned by `owner.area_id`, made by
+    /// `owner.created_by`, in approval state `owner.approval`; returns (bulletin id, variant row id).
+    pub fn create_bulletin_as(
+        &self,
+        title: &str,
+        category: &str,
+        language: &str,
+        owner: &BulletinOwner,
         now_ms: i64,
     ) -> Result<(String, i64), StoreError> {
         let title = title.trim();
@@ -183,11 +219,25 @@ impl Store {
         check_language(language)?;
         self.with_conn(|c| {
             let tx = c.transaction()?;
+            if let Some(area) = owner.area_id {
+                super::areas::get_area(&tx, area)?;
+            }
             let id = loop {
                 let id = random_id("b-", 6);
                 let n = tx.execute(
-                    "INSERT OR IGNORE INTO bulletins (id, title, category, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, title, category, now_ms],
+                    "INSERT OR IGNORE INTO bulletins (id, title, category, created_at, status, area_id, created_by,
+                     reviewed_by, reviewed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        id,
+                        title,
+                        category,
+                        now_ms,
+                        owner.approval.as_str(),
+                        owner.area_id,
+                        owner.created_by,
+                        owner.reviewed_by(),
+                        (owner.approval == Approval::Approved).then_some(now_ms)
+                    ],
                 )?;
                 if n == 1 {
                     break id;

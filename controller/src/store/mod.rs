@@ -3,16 +3,23 @@
 //! [`Store`] owns one connection behind a mutex; every query module adds methods to it in its own file:
 //! [`areas`] (admin tree and groups), [`receivers`], [`bulletins`] (and language variants, files on disk under
 //! `DATA/bulletins/<sha256>.opus`), [`schedules`], [`plays`] (planned plays and what became of them), and
-//! [`dispatch`] (what the MQTT side reads and writes: plans, reports, health). Queries are short, so async
-//! callers call them directly; nothing holds the lock across an `.await`.
+//! [`dispatch`] (what the MQTT side reads and writes: plans, reports, health), [`users`] (people, sessions,
+//! API tokens), [`approval`] (draft → submitted → approved / rejected) and [`audit`] (who did what). Queries
+//! are short, so async callers call them directly; nothing holds the lock across an `.await`.
 
+pub mod alerts;
+pub mod approval;
 pub mod areas;
+pub mod audit;
 pub mod bulletins;
 pub mod dispatch;
 mod migrations;
 pub mod plays;
 pub mod receivers;
+pub mod reports;
 pub mod schedules;
+mod scoped;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -107,6 +114,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     data_dir: PathBuf,
+    /// Failed logins, in memory, shared by every clone of the store (so by every request handler).
+    throttle: Arc<users::LoginThrottle>,
 }
 
 impl Store {
@@ -120,13 +129,18 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrations::migrate(&mut conn)?;
-        Ok(Store { conn: Arc::new(Mutex::new(conn)), data_dir: data_dir.to_path_buf() })
+        Ok(Store { conn: Arc::new(Mutex::new(conn)), data_dir: data_dir.to_path_buf(), throttle: Arc::default() })
     }
 
     /// Runs `f` with the connection. Keep `f` short: it holds the lock.
     pub fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f(&mut conn)
+    }
+
+    /// The login throttle (in memory: a restart forgets it).
+    pub fn login_throttle(&self) -> &users::LoginThrottle {
+        &self.throttle
     }
 
     /// The data directory.
