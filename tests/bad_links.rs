@@ -30,6 +30,9 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 /// The emergency goal on `gprs` (p95), ms; the test allows five times this (see the module documentation).
 const GPRS_EMERGENCY_GOAL_MS: i64 = 6_000;
 
+/// How far from the plan a receiver whose clock is an hour off may start over GPRS (see the test).
+const CLOCK_FIXED_TOLERANCE_MS: i64 = 1_500;
+
 struct Setup {
     ctl: TestController,
     api: ApiClient,
@@ -285,7 +288,10 @@ async fn a_receiver_whose_clock_is_an_hour_off_plays_on_time() -> anyhow::Result
         _ => None,
     })
     .await?;
-    ensure!((started - at_ms).abs() <= 1000, "started {} ms off the plan", started - at_ms);
+    // The receiver learns the controller's time from one-way samples (a live plan's signing time), so its estimate
+    // runs late by the least transit delay it saw: at least 300 ms on GPRS, and more when the plan queued behind
+    // chunks. Hence 1.5 s here, not the 1 s of a receiver whose clock is right.
+    ensure!((started - at_ms).abs() <= CLOCK_FIXED_TOLERANCE_MS, "started {} ms off the plan", started - at_ms);
     let api = s.api.clone();
     let p = wait_for("the play reported played", Duration::from_secs(60), || {
         let api = api.clone();
@@ -297,7 +303,7 @@ async fn a_receiver_whose_clock_is_an_hour_off_plays_on_time() -> anyhow::Result
     .await?;
     let reported = chrono::DateTime::parse_from_rfc3339(p[0]["started_at"].as_str().unwrap())?.timestamp_millis();
     ensure!(
-        (reported - at_ms).abs() <= 1000,
+        (reported - at_ms).abs() <= CLOCK_FIXED_TOLERANCE_MS,
         "reported start is {} ms off: reports carry controller time",
         reported - at_ms
     );

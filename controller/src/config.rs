@@ -54,6 +54,8 @@ pub struct ControllerConfig {
     pub seed_demo: bool,
     /// Alert thresholds (the `[alerts]` section).
     pub alerts: crate::alerts::AlertSettings,
+    /// The text-to-speech program for typed bulletins (espeak-ng, called with `-v vi --stdout`).
+    pub tts_program: PathBuf,
 }
 
 impl Default for ControllerConfig {
@@ -73,6 +75,7 @@ impl Default for ControllerConfig {
             replan_interval_ms: 60_000,
             seed_demo: false,
             alerts: crate::alerts::AlertSettings::default(),
+            tts_program: PathBuf::from("espeak-ng"),
         }
     }
 }

@@ -21,3 +21,4 @@ pub mod mqtt;
 pub mod schedule;
 pub mod server;
 pub mod store;
+pub mod web;

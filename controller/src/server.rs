@@ -239,11 +239,15 @@ impl Controller {
             dispatch: Some(self.stats.clone()),
             wire: self.config.broker.is_none().then(|| self.counters.clone()),
         };
-        let app = api::app(state).layer(axum::Extension(sources));
+        let api = api::app(state).layer(axum::Extension(sources));
+        let speech = Arc::new(crate::web::EspeakNg { program: self.config.tts_program.clone(), ..Default::default() });
+        let app = crate::web::routes(api, speech);
         let token = inner.clone();
         let http = self.http;
         tasks.spawn(async move {
-            axum::serve(http, app).with_graceful_shutdown(token.cancelled_owned()).await.map_err(ServerError::Http)
+            // With the client's address: the audit log records where each action came from.
+            let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(http, service).with_graceful_shutdown(token.cancelled_owned()).await.map_err(ServerError::Http)
         });
         tracing::info!(mqtt = ?self.config.broker, "controller running");
 

@@ -68,6 +68,11 @@ pub async fn run(options: DemoOptions, cancel: CancellationToken) -> anyhow::Res
     if let Some(token) = &opened.new_admin_token {
         write_private(&token_file, token)?;
     }
+    let password_file = demo_dir.join("admin-password");
+    if let Some(password) = &opened.new_admin_password {
+        write_private(&password_file, password)?;
+    }
+    let password = std::fs::read_to_string(&password_file).map(|p| p.trim().to_string()).unwrap_or_default();
     let token = std::fs::read_to_string(&token_file)
         .with_context(|| format!("{} is missing: this data directory was not made by the demo", token_file.display()))?
         .trim()
@@ -109,7 +114,11 @@ pub async fn run(options: DemoOptions, cancel: CancellationToken) -> anyhow::Res
     println!("Loa demo is running: controller + embedded MQTT broker + {} simulated village receivers.", fleet.len());
     let links: Vec<String> = (0..fleet.len()).filter_map(|i| fleet.profile(i).map(|p| p.name.clone())).collect();
     println!("  links:       {} (emulated; --profile changes them)", links.join(", "));
-    println!("  web:         {base}/");
+    if password.is_empty() {
+        println!("  web console: {base}/   (set the admin password: loa-controller --data-dir DIR user passwd admin)");
+    } else {
+        println!("  web console: {base}/   (log in as admin, password: {password})");
+    }
     println!("  API:         {base}/api/v1/   (docs/api.md)");
     println!("  admin token: {token}");
     println!("  data:        {}", options.data_dir.display());

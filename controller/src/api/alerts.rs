@@ -9,6 +9,7 @@ use chrono::{Duration, NaiveTime};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{CurrentUser, Permission};
 use super::{numeric_id, rfc3339, rfc3339_opt, ApiError, AppState, Params};
 use crate::store::alerts::Alert;
 
@@ -53,26 +54,33 @@ pub fn alert_view(a: &Alert) -> Value {
     })
 }
 
-async fn list(State(state): State<AppState>, Params(q): Params<ListQuery>) -> Result<Json<Value>, ApiError> {
+async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let open_only = match q.state.as_deref() {
         None | Some("open") => true,
         Some("all") => false,
         Some(other) => return Err(ApiError::bad_request(format!("state must be open or all, not \"{other}\""))),
     };
     let limit = q.limit.unwrap_or(500).clamp(1, MAX_ALERTS);
-    // scope: None until the user's scope is plugged in.
-    let alerts = state.store.alerts(open_only, limit, None)?;
+    let alerts = state.store.alerts(open_only, limit, user.scope)?;
     Ok(Json(Value::Array(alerts.iter().map(alert_view).collect())))
 }
 
-async fn ack(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn ack(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    user.require(Permission::Operate)?;
     let id = numeric_id("alert", &id)?;
-    // scope: None and "admin" until the current user is plugged in.
-    let alert = state.store.ack_alert(id, "admin", state.now_ms(), None)?;
+    let alert = state.store.ack_alert(id, &user.username, state.now_ms(), user.scope)?;
     Ok(Json(alert_view(&alert)))
 }
 
-async fn dashboard(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn dashboard(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
     let now = state.now();
     let tz = state.settings.tz;
     let day = now.with_timezone(&tz).date_naive();
@@ -80,8 +88,7 @@ async fn dashboard(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         crate::schedule::rule::local_to_utc(d.and_time(NaiveTime::MIN), tz).map_or(0, |t| t.timestamp_millis())
     };
     let (from, until) = (start(day), start(day + Duration::days(1)));
-    // scope: None until the user's scope is plugged in.
-    let d = state.store.dashboard(now.timestamp_millis(), from, until, None)?;
+    let d = state.store.dashboard(now.timestamp_millis(), from, until, user.scope)?;
     let communes: Vec<Value> = d
         .communes
         .iter()
@@ -140,6 +147,7 @@ struct HistoryQuery {
 
 async fn history(
     State(state): State<AppState>,
+    user: CurrentUser,
     Path(id): Path<String>,
     Params(q): Params<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -149,8 +157,7 @@ async fn history(
     }
     let now = state.now_ms();
     let since = now - days * 24 * 3600 * 1000;
-    // scope: None until the user's scope is plugged in.
-    let samples = state.store.health_history(&id, since, None)?;
+    let samples = state.store.health_history(&id, since, user.scope)?;
     let samples: Vec<Value> = samples
         .iter()
         .map(|s| {
@@ -158,7 +165,7 @@ async fn history(
             json!({"at": rfc3339(s.at), "health": health})
         })
         .collect();
-    let plays = state.store.receiver_plays(&id, since, now, None)?;
+    let plays = state.store.receiver_plays(&id, since, now, user.scope)?;
     let plays: Vec<Value> = plays
         .iter()
         .map(|p| {

@@ -63,6 +63,8 @@ pub struct CurrentUser {
     pub via: AuthVia,
     /// Client address (from the connection; never from X-Forwarded-For), or "unknown".
     pub ip: String,
+    /// The session's CSRF token (console sessions only): forms send it back as `X-CSRF-Token`.
+    pub csrf: Option<String>,
 }
 
 /// Something a role may or may not do (always within the user's scope).
@@ -96,6 +98,7 @@ impl CurrentUser {
             emergency: true,
             via: AuthVia::AdminToken,
             ip,
+            csrf: None,
         }
     }
 
@@ -110,6 +113,7 @@ impl CurrentUser {
             emergency: u.emergency || u.role == Role::Admin,
             via,
             ip,
+            csrf: None,
         }
     }
 
@@ -397,7 +401,9 @@ fn resolve(state: &AppState, req: &Request) -> Result<CurrentUser, ApiError> {
                 ));
             }
         }
-        return Ok(CurrentUser::from_user(&session.user, AuthVia::Session, ip));
+        let mut user = CurrentUser::from_user(&session.user, AuthVia::Session, ip);
+        user.csrf = Some(session.csrf);
+        return Ok(user);
     }
     Err(ApiError::new(
         StatusCode::UNAUTHORIZED,
@@ -443,5 +449,6 @@ pub fn me_view(u: &CurrentUser) -> Value {
         "area_id": u.scope,
         "emergency": u.emergency,
         "via": match u.via { AuthVia::AdminToken => "admin_token", AuthVia::ApiToken => "api_token", AuthVia::Session => "session" },
+        "csrf": u.csrf,
     })
 }

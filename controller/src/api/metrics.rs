@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 
+use super::auth::CurrentUser;
 use super::{ApiError, AppState};
 use crate::broker::WireCounters;
 use crate::dispatch::Stats;
@@ -60,11 +61,13 @@ fn clamp(n: u64) -> i64 {
 
 async fn metrics(
     State(state): State<AppState>,
+    user: CurrentUser,
     sources: Option<Extension<MetricsSources>>,
 ) -> Result<Response, ApiError> {
-    // scope: None until the user's scope is plugged in.
-    let fleet = state.store.fleet_counts(None)?;
-    let alerts = state.store.open_alert_counts(None)?;
+    // Delivery counters are the whole controller's: only someone who sees the whole tree gets them.
+    let sources = if user.scope.is_none() { sources } else { None };
+    let fleet = state.store.fleet_counts(user.scope)?;
+    let alerts = state.store.open_alert_counts(user.scope)?;
     let mut out = String::new();
     family(
         &mut out,

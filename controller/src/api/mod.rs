@@ -280,7 +280,7 @@ pub fn rfc3339_opt(ms: Option<i64>) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_bulletins;
 #[cfg(test)]

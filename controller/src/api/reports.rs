@@ -13,6 +13,7 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::CurrentUser;
 use super::{rfc3339, rfc3339_opt, ApiError, AppState, Params};
 use crate::store::reports::{PlayReport, ReportQuery};
 
@@ -77,7 +78,11 @@ fn local(ms: i64, tz: Tz) -> String {
     DateTime::from_timestamp_millis(ms).unwrap_or_default().with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string()
 }
 
-async fn plays(State(state): State<AppState>, Params(p): Params<ReportParams>) -> Result<Response, ApiError> {
+async fn plays(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Params(p): Params<ReportParams>,
+) -> Result<Response, ApiError> {
     let tz = state.settings.tz;
     let today = state.now().with_timezone(&tz).date_naive();
     let to = p.to.as_deref().map(|s| parse_date("to", s)).transpose()?.unwrap_or(today);
@@ -115,8 +120,7 @@ async fn plays(State(state): State<AppState>, Params(p): Params<ReportParams>) -
         bulletin: p.bulletin.filter(|b| !b.is_empty()),
         max_rows,
     };
-    // scope: None until the user's scope is plugged in.
-    let report = state.store.play_report(&query, None)?;
+    let report = state.store.play_report(&query, user.scope)?;
     if format != Format::Json && report.truncated {
         return Err(ApiError::unprocessable(format!(
             "more than {MAX_FILE_ROWS} plays match; choose a shorter range, one area or one bulletin"

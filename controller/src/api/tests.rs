@@ -11,7 +11,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::clock::ManualClock;
 
-pub(super) struct Harness {
+pub(crate) struct Harness {
     pub _dir: tempfile::TempDir,
     pub state: AppState,
     pub token: String,
@@ -19,11 +19,11 @@ pub(super) struct Harness {
 }
 
 /// Monday 2026-11-23 07:00 local.
-pub(super) fn start() -> DateTime<Utc> {
+pub(crate) fn start() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-11-23T00:00:00Z").unwrap().with_timezone(&Utc)
 }
 
-pub(super) fn harness_with(settings: ApiSettings) -> Harness {
+pub(crate) fn harness_with(settings: ApiSettings) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let token = ensure_admin_token(&store).unwrap().unwrap();
@@ -40,7 +40,7 @@ pub(super) fn harness_with(settings: ApiSettings) -> Harness {
     Harness { _dir: dir, state, token, clock }
 }
 
-pub(super) fn harness() -> Harness {
+pub(crate) fn harness() -> Harness {
     harness_with(ApiSettings { trusted_keys: vec![("ctl-0011aabb".into(), "ab".repeat(32))], ..ApiSettings::default() })
 }
 

@@ -72,7 +72,7 @@ async fn alerts_are_listed_acknowledged_and_resolve_by_themselves() {
     h.clock.advance(Duration::minutes(1));
     let (s, acked) = h.post(&format!("/api/v1/alerts/{id}/ack"), json!({})).await;
     assert_eq!(s, StatusCode::OK, "{acked}");
-    assert_eq!((acked["acknowledged_by"].as_str(), acked["open"].as_bool()), (Some("admin"), Some(true)));
+    assert_eq!((acked["acknowledged_by"].as_str(), acked["open"].as_bool()), (Some("admin-token"), Some(true)));
     assert_eq!(acked["acknowledged_at"], "2026-11-23T00:01:00Z");
     assert_eq!(h.post("/api/v1/alerts/999/ack", json!({})).await.0, StatusCode::NOT_FOUND);
     assert_eq!(h.post("/api/v1/alerts/abc/ack", json!({})).await.0, StatusCode::NOT_FOUND);
