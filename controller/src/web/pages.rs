@@ -58,6 +58,8 @@ pub struct AreaRow {
     pub parent_id: Option<i64>,
     /// The path from the root.
     pub label: String,
+    /// Whether a submit there approves at once.
+    pub one_step: bool,
 }
 
 /// Every area the person may see, depth first.
@@ -72,6 +74,7 @@ pub async fn areas(c: &Console, who: &Caller) -> Vec<AreaRow> {
                 kind: n["kind"].as_str().unwrap_or_default().to_string(),
                 parent_id: n["parent_id"].as_i64(),
                 label: label.clone(),
+                one_step: n["one_step_approval"].as_bool().unwrap_or(false),
             });
             walk(&n["children"], &label, out);
         }
@@ -371,7 +374,11 @@ pub async fn receivers(State(c): State<Console>, who: Caller, uri: Uri, Query(q)
             r
         })
         .collect();
-    let page = context! { receivers => receivers };
+    let page = context! {
+        receivers => receivers,
+        can_register => role_in(&me, &["admin", "operator"]),
+        areas => areas(&c, &who).await,
+    };
     c.templates.render("receivers.html", who.lang, &frame(who.lang, "receivers", me, &uri, &q), page)
 }
 

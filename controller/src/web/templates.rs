@@ -21,6 +21,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("emergency.html", include_str!("templates/emergency.html")),
     ("receivers.html", include_str!("templates/receivers.html")),
     ("receiver.html", include_str!("templates/receiver.html")),
+    ("receiver_new.html", include_str!("templates/receiver_new.html")),
     ("alerts.html", include_str!("templates/alerts.html")),
     ("reports.html", include_str!("templates/reports.html")),
     ("users.html", include_str!("templates/users.html")),

@@ -272,3 +272,32 @@ async fn every_page_renders_for_an_admin() {
     let reports = b.get("/reports?from=2026-11-01&to=2026-11-23").await;
     assert!(reports.html.contains("format=csv"));
 }
+
+#[tokio::test]
+async fn an_admin_registers_a_receiver_and_manages_areas() {
+    let h = harness();
+    let (a, _) = two_communes(&h).await;
+    user(&h, "root", Role::Admin, None);
+    let mut b = Browser::new(&h);
+    let csrf = b.login("root").await.csrf();
+    let p = b.form("/receivers", &[("csrf", &csrf), ("name", "Loa mới"), ("area", &a.to_string())]).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.html);
+    assert!(p.html.contains("id=\"config\"") && p.html.contains("password"), "{}", p.html);
+    assert_eq!(h.get("/api/v1/receivers").await.1.as_array().unwrap().len(), 3);
+
+    let p = b
+        .form("/areas", &[("csrf", &csrf), ("name", "Thôn Mới"), ("kind", "village"), ("parent", &a.to_string())])
+        .await;
+    assert!(p.location.unwrap().contains("ok="));
+    let p = b.form(&format!("/areas/{a}/one-step"), &[("csrf", &csrf), ("on", "1")]).await;
+    assert!(p.location.unwrap().contains("ok="));
+    let users = b.get("/users").await;
+    assert!(users.html.contains("Thôn Mới") && users.html.contains("✓"), "{}", users.html);
+    // A viewer may look but not register.
+    user(&h, "xem", Role::Viewer, None);
+    let mut v = Browser::new(&h);
+    let csrf = v.login("xem").await.csrf();
+    let p = v.form("/receivers", &[("csrf", &csrf), ("name", "x"), ("area", &a.to_string())]).await;
+    assert!(p.location.unwrap().contains("err="));
+    assert_eq!(h.get("/api/v1/receivers").await.1.as_array().unwrap().len(), 3);
+}
