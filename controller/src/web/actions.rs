@@ -278,6 +278,44 @@ pub async fn create_user(State(c): State<Console>, who: Caller, Form(f): Fields)
     back("/users", &reply, word(who.lang, "msg_saved"))
 }
 
+/// `POST /receivers`: registers a receiver and shows its config file once (it holds the receiver's password).
+pub async fn register(State(c): State<Console>, who: Caller, uri: Uri, Form(f): Fields) -> Response {
+    let me = match me(&c, &who).await {
+        Ok(me) => me,
+        Err(r) => return r.into_response(),
+    };
+    let Ok(area) = field(&f, "area").parse::<i64>() else {
+        return flash("/receivers", "err", word(who.lang, "msg_bad_number"));
+    };
+    let body = json!({"name": field(&f, "name"), "area_id": area});
+    let reply = c.send(&who, Method::POST, "/api/v1/receivers", &body, csrf(&f)).await;
+    if !reply.ok() {
+        return back("/receivers", &reply, "");
+    }
+    let mut frame = super::pages::frame(who.lang, "receivers", me, &uri, &HashMap::new());
+    frame.ok = Some(word(who.lang, "msg_saved").to_string());
+    let page = minijinja::context! { id => reply.body["id"].clone(), config => reply.body["config"].clone() };
+    c.templates.render("receiver_new.html", who.lang, &frame, page)
+}
+
+/// `POST /areas`: a new area under one the person may manage.
+pub async fn create_area(State(c): State<Console>, who: Caller, Form(f): Fields) -> Response {
+    let body = json!({
+        "name": field(&f, "name"),
+        "kind": field(&f, "kind"),
+        "parent_id": field(&f, "parent").parse::<i64>().ok(),
+    });
+    let reply = c.send(&who, Method::POST, "/api/v1/areas", &body, csrf(&f)).await;
+    back("/users", &reply, word(who.lang, "msg_saved"))
+}
+
+/// `POST /areas/{id}/one-step`: turns one-step approval on or off for an area (and what is below it).
+pub async fn one_step(State(c): State<Console>, who: Caller, Path(id): Path<i64>, Form(f): Fields) -> Response {
+    let body = json!({"one_step_approval": field(&f, "on") == "1"});
+    let reply = c.send(&who, Method::PATCH, &format!("/api/v1/areas/{id}"), &body, csrf(&f)).await;
+    back("/users", &reply, word(who.lang, "msg_saved"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,42 +360,4 @@ mod tests {
             "msg_no_days"
         );
     }
-}
-
-/// `POST /receivers`: registers a receiver and shows its config file once (it holds the receiver's password).
-pub async fn register(State(c): State<Console>, who: Caller, uri: Uri, Form(f): Fields) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
-    let Ok(area) = field(&f, "area").parse::<i64>() else {
-        return flash("/receivers", "err", word(who.lang, "msg_bad_number"));
-    };
-    let body = json!({"name": field(&f, "name"), "area_id": area});
-    let reply = c.send(&who, Method::POST, "/api/v1/receivers", &body, csrf(&f)).await;
-    if !reply.ok() {
-        return back("/receivers", &reply, "");
-    }
-    let mut frame = super::pages::frame(who.lang, "receivers", me, &uri, &HashMap::new());
-    frame.ok = Some(word(who.lang, "msg_saved").to_string());
-    let page = minijinja::context! { id => reply.body["id"].clone(), config => reply.body["config"].clone() };
-    c.templates.render("receiver_new.html", who.lang, &frame, page)
-}
-
-/// `POST /areas`: a new area under one the person may manage.
-pub async fn create_area(State(c): State<Console>, who: Caller, Form(f): Fields) -> Response {
-    let body = json!({
-        "name": field(&f, "name"),
-        "kind": field(&f, "kind"),
-        "parent_id": field(&f, "parent").parse::<i64>().ok(),
-    });
-    let reply = c.send(&who, Method::POST, "/api/v1/areas", &body, csrf(&f)).await;
-    back("/users", &reply, word(who.lang, "msg_saved"))
-}
-
-/// `POST /areas/{id}/one-step`: turns one-step approval on or off for an area (and what is below it).
-pub async fn one_step(State(c): State<Console>, who: Caller, Path(id): Path<i64>, Form(f): Fields) -> Response {
-    let body = json!({"one_step_approval": field(&f, "on") == "1"});
-    let reply = c.send(&who, Method::PATCH, &format!("/api/v1/areas/{id}"), &body, csrf(&f)).await;
-    back("/users", &reply, word(who.lang, "msg_saved"))
 }
