@@ -274,6 +274,12 @@ async fn staff_upload_an_approver_approves_receivers_play_and_commune_b_sees_not
     shot(&c, "broadcast").await?;
     c.goto(&format!("{base}/receivers")).await?;
     shot(&c, "receivers").await?;
+    // On a phone's screen the same live page still shows who played it.
+    c.set_window_size(390, 844).await?;
+    c.goto(&format!("{base}{live}")).await?;
+    ensure!(text_of(&c).await?.contains("Loa Nà Một 2"), "the live page on a phone");
+    shot(&c, "broadcast-phone").await?;
+    c.set_window_size(1280, 1000).await?;
 
     // Proof of play: on screen, and the CSV as the browser downloads it.
     let today = chrono::Utc::now().with_timezone(&chrono_tz::Asia::Ho_Chi_Minh).date_naive();
