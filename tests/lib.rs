@@ -245,6 +245,23 @@ impl Mosquitto {
     /// Starts `mosquitto` (from Debian's package), or `None` when it is not installed and `LOA_REQUIRE_TOOLS` is
     /// unset (then the test says it skipped).
     pub async fn start() -> anyhow::Result<Option<Self>> {
+        Self::start_with("allow_anonymous true\n").await
+    }
+
+    /// Like [`Mosquitto::start`], with logins from `passwd` and topic permissions from `acl` (the files
+    /// `loa-controller mosquitto-acl` writes), no anonymous clients and client ids forced to user names, as the
+    /// generated `loa.conf` sets. (`user root` keeps a root test run from dropping to a user that cannot read
+    /// the files; it does nothing for other users.)
+    pub async fn start_secured(passwd: &Path, acl: &Path) -> anyhow::Result<Option<Self>> {
+        let conf = format!(
+            "user root\nallow_anonymous false\npassword_file {}\nacl_file {}\nuse_username_as_clientid true\n",
+            passwd.display(),
+            acl.display()
+        );
+        Self::start_with(&conf).await
+    }
+
+    async fn start_with(settings: &str) -> anyhow::Result<Option<Self>> {
         let program =
             ["mosquitto", "/usr/sbin/mosquitto"].into_iter().find(|p| Command::new(p).arg("-h").output().is_ok());
         let Some(program) = program else {
@@ -259,7 +276,7 @@ impl Mosquitto {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 1048576\n"),
+            format!("listener {port} 127.0.0.1\n{settings}persistence false\nmessage_size_limit 1048576\n"),
         )?;
         let child = Command::new(program).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
         let m = Mosquitto { child, url: format!("mqtt://127.0.0.1:{port}"), _dir: dir };

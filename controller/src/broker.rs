@@ -10,6 +10,15 @@
 //!
 //! Authentication: every client must log in with username = client id. The controller's own client uses a secret
 //! kept in the settings table; a receiver's password is checked against the SHA-256 stored at registration.
+//!
+//! Authorisation: rumqttd has no per-client topic permissions, so the relay reads each client's packets
+//! ([`packet`]) and enforces the topic ACL ([`acl`]): a receiver subscribes only under its own `rx/{id}/` and
+//! publishes only its own `up/{id}/...` topics; a violation closes the connection and is counted
+//! ([`WireCounters::acl_denied`]). [`mosquitto`] writes the same rules as Mosquitto password and ACL files.
+
+pub mod acl;
+pub mod mosquitto;
+pub mod packet;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -17,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use loa_protocol::Topics;
 use rumqttd::{Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -54,6 +64,8 @@ pub struct WireCounters {
     pub down_bytes: AtomicU64,
     /// Connections accepted.
     pub connections: AtomicU64,
+    /// Connections closed because a receiver subscribed or published outside its own topics.
+    pub acl_denied: AtomicU64,
 }
 
 /// A started embedded broker. [`EmbeddedBroker::run`] serves the public listener until cancelled.
@@ -62,6 +74,7 @@ pub struct EmbeddedBroker {
     listener: TcpListener,
     internal: SocketAddr,
     counters: Arc<WireCounters>,
+    rules: Arc<acl::AclRules>,
 }
 
 /// Checks an MQTT login against the controller's own credentials and the receivers table.
@@ -90,7 +103,8 @@ fn check_login(
 
 impl EmbeddedBroker {
     /// Starts rumqttd on a private loopback port, with logins checked against `store`, and waits until it
-    /// accepts connections. `listener` is the public MQTT listener that receivers connect to.
+    /// accepts connections. `listener` is the public MQTT listener that receivers connect to. `chunks_filter` is
+    /// [`Topics::chunks_filter`]; its prefix is also the topic tree whose ACL the relay enforces.
     pub async fn start(
         listener: TcpListener,
         store: Store,
@@ -99,6 +113,8 @@ impl EmbeddedBroker {
         counters: Arc<WireCounters>,
         chunks_filter: String,
     ) -> Result<Self, BrokerError> {
+        let topics = topics_of_chunks_filter(&chunks_filter)?;
+        let rules = Arc::new(acl::AclRules::new(topics, controller_id.clone()));
         let reserve =
             std::net::TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).map_err(BrokerError::Reserve)?;
         let internal = reserve.local_addr().map_err(BrokerError::Reserve)?;
@@ -179,7 +195,7 @@ impl EmbeddedBroker {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!(public = ?listener.local_addr().ok(), %internal, "embedded MQTT broker started");
-        Ok(EmbeddedBroker { listener, internal, counters })
+        Ok(EmbeddedBroker { listener, internal, counters, rules })
     }
 
     /// The loopback address of rumqttd itself (the controller's own client connects here).
@@ -216,9 +232,10 @@ impl EmbeddedBroker {
             self.counters.connections.fetch_add(1, Ordering::Relaxed);
             let internal = self.internal;
             let counters = self.counters.clone();
+            let rules = self.rules.clone();
             let cancel = cancel.clone();
             tracker.spawn(async move {
-                if let Err(e) = relay(client, internal, counters, cancel).await {
+                if let Err(e) = relay(client, internal, counters, rules, cancel).await {
                     tracing::debug!(%peer, error = %e, "MQTT connection ended");
                 }
             });
@@ -231,10 +248,21 @@ impl EmbeddedBroker {
     }
 }
 
+/// The [`Topics`] whose [`Topics::chunks_filter`] is `filter` (`{root}/v1/rx/+/chunk`).
+fn topics_of_chunks_filter(filter: &str) -> Result<Topics, BrokerError> {
+    let suffix = format!("/v{}/rx/+/chunk", loa_protocol::PROTOCOL_VERSION);
+    filter
+        .strip_suffix(&suffix)
+        .and_then(|root| Topics::new(root).ok())
+        .filter(|t| t.chunks_filter() == filter)
+        .ok_or_else(|| BrokerError::Start(format!("{filter:?} is not a chunks filter made by Topics")))
+}
+
 async fn relay(
     client: TcpStream,
     internal: SocketAddr,
     counters: Arc<WireCounters>,
+    rules: Arc<acl::AclRules>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let _ = client.set_nodelay(true);
@@ -244,8 +272,57 @@ async fn relay(
     let (mut broker_rx, mut broker_tx) = broker.into_split();
     tokio::select! {
         _ = cancel.cancelled() => Ok(()),
-        r = pump(&mut client_rx, &mut broker_tx, &counters.up_bytes) => r,
+        r = pump_checked(&mut client_rx, &mut broker_tx, &counters, acl::Gate::new(rules)) => r,
         r = pump(&mut broker_rx, &mut client_tx, &counters.down_bytes) => r,
+    }
+}
+
+/// Copies the client's packets to rumqttd until end of stream, counting bytes as they arrive and passing on only
+/// whole packets the ACL allows; a refused or malformed packet ends the connection before any of it is passed on.
+async fn pump_checked(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    counters: &WireCounters,
+    mut gate: acl::Gate,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A PUBLISH may carry MAX_PACKET_BYTES of payload after its topic and header.
+    let mut framer = packet::Framer::new(MAX_PACKET_BYTES + 64 * 1024);
+    let mut out = Vec::with_capacity(16 * 1024);
+    loop {
+        framer.buffer_mut().reserve(16 * 1024);
+        let n = from.read_buf(framer.buffer_mut()).await?;
+        if n == 0 {
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        counters.up_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        out.clear();
+        loop {
+            let refusal = match framer.next_packet() {
+                Ok(None) => break,
+                Ok(Some(p)) => match gate.check(&p) {
+                    Ok(()) => {
+                        out.extend_from_slice(&p);
+                        continue;
+                    }
+                    Err(refusal) => refusal,
+                },
+                Err(e) => acl::Refusal::from(e),
+            };
+            // Whatever came before the refused packet still goes through (e.g. a report before a bad SUBSCRIBE).
+            let _ = to.write_all(&out).await;
+            if let acl::Refusal::Denied { client, action, topic } = &refusal {
+                counters.acl_denied.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(receiver = %client, action, topic = %topic, "MQTT ACL violation: connection closed");
+            } else {
+                tracing::debug!(role = ?gate.role(), error = %refusal, "MQTT client refused: connection closed");
+            }
+            return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, refusal.to_string()));
+        }
+        if !out.is_empty() {
+            to.write_all(&out).await?;
+        }
     }
 }
 
@@ -265,5 +342,21 @@ async fn pump(
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
         to.write_all(&buf[..n]).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_acl_prefix_comes_from_the_chunks_filter() {
+        for root in ["loa", "vn/laocai"] {
+            let topics = Topics::new(root).unwrap();
+            assert_eq!(topics_of_chunks_filter(&topics.chunks_filter()).unwrap(), topics);
+        }
+        for bad in ["", "#", "loa/v1/rx/+/chunk/x", "loa/v2/rx/+/chunk", "/v1/rx/+/chunk", "l+a/v1/rx/+/chunk"] {
+            assert!(topics_of_chunks_filter(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,10 +1,16 @@
 //! The controller's Ed25519 signing key: a 32-byte seed in `DATA/keys/signing.key` (mode 0600), made on first
 //! start. Its key id is `ctl-` + the first 8 hex digits of SHA-256(public key), so the id follows the key and
 //! two controllers never share an id by accident. Receivers get the public key in their config file.
+//!
+//! Rotation ([`rotate`], `loa-controller rotate-key`): a new seed becomes `signing.key`; the old one is kept as
+//! `DATA/keys/previous/{kid}.key`, and a [`KeyAnnouncement`] of the new key signed with the old one (valid a
+//! year) is kept as `DATA/keys/announcements/{new kid}.json`. [`publish_announcements`] puts every kept
+//! announcement, retained, on each receiver's `key/{kid}` topic when the controller starts, so receivers
+//! provisioned with an old key learn the new one (a chain of rotations is followed) without a visit.
 
 use std::path::{Path, PathBuf};
 
-use loa_protocol::{KeyId, Signer};
+use loa_protocol::{KeyAnnouncement, KeyId, Signer, Timestamp, Topics};
 
 /// Why the signing key could not be loaded or made.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +32,19 @@ pub enum KeyError {
         /// What is wrong with it.
         why: String,
     },
+    /// There is no signing key to rotate yet: start the controller once (it makes one) first.
+    #[error("{path} does not exist: start the controller once to create a signing key, then rotate it")]
+    Missing {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The announcement could not be signed (a bug: the new key is always valid).
+    #[error("cannot sign the key announcement: {0}")]
+    Sign(#[from] loa_protocol::ProtocolError),
 }
+
+/// How long a key announcement stays valid: receivers offline for longer need a visit.
+pub const ANNOUNCEMENT_VALID_MS: i64 = 365 * 24 * 3_600_000;
 
 /// Where the seed lives.
 pub fn key_path(data_dir: &Path) -> PathBuf {
@@ -96,6 +114,153 @@ fn write_private(path: &Path, seed: &[u8; 32]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Where previous seeds are kept, one `{kid}.key` each.
+pub fn previous_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys").join("previous")
+}
+
+/// Where key announcements are kept, one `{kid}.json` (the signed envelope) each.
+pub fn announcements_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys").join("announcements")
+}
+
+/// What [`rotate`] did.
+#[derive(Debug)]
+pub struct Rotation {
+    /// The key signing until now (kept in [`previous_dir`]).
+    pub old: Signer,
+    /// The new key, now in `signing.key`.
+    pub new: Signer,
+    /// The signed announcement of the new key, as published.
+    pub announcement: Vec<u8>,
+}
+
+/// Moves to a new signing key: makes it, announces it under the current key (valid from `now` for
+/// [`ANNOUNCEMENT_VALID_MS`]), keeps the current seed in [`previous_dir`] and the announcement in
+/// [`announcements_dir`], then makes the new seed current (atomically). The running controller keeps signing
+/// with the old key until it restarts.
+pub fn rotate(data_dir: &Path, now: Timestamp) -> Result<Rotation, KeyError> {
+    let path = key_path(data_dir);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KeyError::Io { path, source }
+    };
+    let old_seed = match std::fs::read(&path) {
+        Ok(bytes) => parse_seed(&bytes).map_err(|why| KeyError::Corrupt { path: path.clone(), why })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(KeyError::Missing { path }),
+        Err(e) => return Err(KeyError::Io { path, source: e }),
+    };
+    let old = signer_from_seed(&old_seed)?;
+    let new_seed: [u8; 32] = rand::random();
+    let new = signer_from_seed(&new_seed)?;
+    let announcement = KeyAnnouncement { kid: new.kid().clone(), public_key: public_key_hex(&new), valid_from: now };
+    let signed = old.sign(&announcement, now, now.saturating_add_ms(ANNOUNCEMENT_VALID_MS))?.to_json()?;
+
+    let previous = previous_dir(data_dir);
+    std::fs::create_dir_all(&previous).map_err(io(&previous))?;
+    let kept = previous.join(format!("{}.key", old.kid()));
+    match write_private(&kept, &old_seed) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        other => other.map_err(io(&kept))?,
+    }
+    let dir = announcements_dir(data_dir);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let file = dir.join(format!("{}.json", new.kid()));
+    replace(&file, &signed, false).map_err(io(&file))?;
+    replace(&path, &new_seed, true).map_err(io(&path))?;
+    tracing::info!(old = %old.kid(), new = %new.kid(), "signing key rotated");
+    Ok(Rotation { old, new, announcement: signed })
+}
+
+/// The kept announcements, oldest key first (by file time), as (announced kid, signed envelope).
+pub fn announcements(data_dir: &Path) -> Result<Vec<(KeyId, Vec<u8>)>, KeyError> {
+    let dir = announcements_dir(data_dir);
+    let io = |source| KeyError::Io { path: dir.clone(), source };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io)?.path();
+        let Some(kid) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        let Ok(kid) = KeyId::new(kid) else { continue };
+        let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+        let bytes = std::fs::read(&path).map_err(|source| KeyError::Io { path: path.clone(), source })?;
+        out.push((modified, kid, bytes));
+    }
+    out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    Ok(out.into_iter().map(|(_, kid, bytes)| (kid, bytes)).collect())
+}
+
+/// Publishes every kept announcement, retained, on every registered receiver's `key/{kid}` topic; returns how
+/// many messages were queued. Call once the MQTT link is made (at start); a failure is logged, not fatal.
+pub async fn publish_announcements(
+    data_dir: &Path,
+    store: &crate::store::Store,
+    topics: &Topics,
+    client: &rumqttc::AsyncClient,
+) -> usize {
+    let list = match announcements(data_dir) {
+        Ok(list) if list.is_empty() => return 0,
+        Ok(list) => list,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the key announcements; receivers will not learn new keys");
+            return 0;
+        }
+    };
+    let receivers = match store.list_receivers() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list receivers to announce keys to");
+            return 0;
+        }
+    };
+    let mut sent = 0;
+    for rx in receivers {
+        let Ok(id) = loa_protocol::ReceiverId::new(rx.id.as_str()) else { continue };
+        for (kid, bytes) in &list {
+            let topic = topics.key(&id, kid);
+            match client.publish(topic, rumqttc::QoS::AtLeastOnce, true, bytes.clone()).await {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot queue a key announcement");
+                    return sent;
+                }
+            }
+        }
+    }
+    tracing::info!(messages = sent, keys = list.len(), "key announcements published");
+    sent
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename (mode 0600 if `private`).
+fn replace(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = opts.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +297,43 @@ mod tests {
         let signer = load_or_create(dir.path()).unwrap();
         let mut keys = loa_protocol::TrustedKeys::new();
         keys.insert_hex(signer.kid().clone(), &public_key_hex(&signer)).unwrap();
+    }
+
+    #[test]
+    fn rotation_announces_the_new_key_under_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::from_unix_ms(1_795_392_000_000).unwrap();
+        assert!(matches!(rotate(dir.path(), now), Err(KeyError::Missing { .. })));
+        let first = load_or_create(dir.path()).unwrap();
+        let r = rotate(dir.path(), now).unwrap();
+        assert_eq!(r.old.kid(), first.kid());
+        assert_ne!(r.new.kid(), first.kid());
+        // The controller now signs with the new key; the old seed is kept.
+        let loaded = load_or_create(dir.path()).unwrap();
+        assert_eq!(loaded.public_key(), r.new.public_key());
+        let kept = std::fs::read(previous_dir(dir.path()).join(format!("{}.key", first.kid()))).unwrap();
+        assert_eq!(signer_from_seed(&parse_seed(&kept).unwrap()).unwrap().public_key(), first.public_key());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for p in [key_path(dir.path()), previous_dir(dir.path()).join(format!("{}.key", first.kid()))] {
+                assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "{}", p.display());
+            }
+        }
+        // A receiver holding only the first key learns the new one, and then verifies what it signs.
+        let mut keys = loa_protocol::TrustedKeys::new();
+        keys.insert_hex(first.kid().clone(), &public_key_hex(&first)).unwrap();
+        let listed = announcements(dir.path()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(&listed[0].0, r.new.kid());
+        assert_eq!(listed[0].1, r.announcement);
+        let later = now.saturating_add_ms(ANNOUNCEMENT_VALID_MS - 1);
+        assert!(keys.accept_announcement(&listed[0].1, later).unwrap().is_some());
+        assert_eq!(keys.public_key(r.new.kid().as_str()), Some(r.new.public_key()));
+        // A second rotation chains from the second key.
+        let r2 = rotate(dir.path(), now.saturating_add_ms(1000)).unwrap();
+        assert_eq!(r2.old.kid(), r.new.kid());
+        assert!(keys.accept_announcement(&r2.announcement, now).unwrap().is_some());
+        assert_eq!(announcements(dir.path()).unwrap().len(), 2);
     }
 }

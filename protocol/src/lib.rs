@@ -5,10 +5,11 @@
 //! One message kind per module, each with byte-level tests: [`topics`] builds and parses every topic string;
 //! [`manifest`] describes one bulletin file (hashes, chunking, codec); [`plan`] is a receiver's schedule for the
 //! next 48 hours or more; [`command`] is a remote action; those three travel inside the Ed25519 envelope of
-//! [`signing`]. [`request`] is a receiver's ask for missing chunks and [`chunk`] the binary frame that answers
-//! it. [`health`] is the heartbeat and the online/offline status; [`report`] holds play reports and their
-//! acknowledgement. Underneath: [`ids`] (validated ids), [`time`] (UTC milliseconds), [`hash`] (SHA-256, hex),
-//! [`error`]. `docs/protocol.md` documents the same with the golden examples of `tests/golden/`.
+//! [`signing`], and so does a [`key_announcement`], which moves receivers to a new signing key. [`request`] is a
+//! receiver's ask for missing chunks and [`chunk`] the binary frame that answers it. [`health`] is the heartbeat
+//! and the online/offline status; [`report`] holds play reports and their acknowledgement. Underneath: [`ids`]
+//! (validated ids), [`time`] (UTC milliseconds), [`hash`] (SHA-256, hex), [`error`]. `docs/protocol.md`
+//! documents the same with the golden examples of `tests/golden/`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod hash;
 pub mod health;
 pub mod ids;
+pub mod key_announcement;
 pub mod manifest;
 pub mod plan;
 pub mod report;
@@ -39,6 +41,7 @@ pub use error::{ProtocolError, Rejection};
 pub use hash::Sha256;
 pub use health::{AmpState, Health, LinkKind, Rejections, SpeakerState, Status, StatusState};
 pub use ids::{BulletinId, KeyId, Language, PlayId, ReceiverId};
+pub use key_announcement::KeyAnnouncement;
 pub use manifest::{BulletinInfo, Category, Codec, CodecName, Manifest, Tier, DEFAULT_CHUNK_SIZE};
 pub use plan::{Plan, PlannedPlay};
 pub use report::{MissReason, PlayEvent, PlayReport, ReportAck, ReportBatch};
@@ -111,6 +114,9 @@ mod tests {
         let _ = ReportAck::from_json(bytes);
         let _ = Signed::<Manifest>::from_json(bytes);
         let _ = Signed::<Plan>::from_json(bytes);
+        let _ = KeyAnnouncement::from_json(bytes);
+        let _ = Signed::<KeyAnnouncement>::from_json(bytes);
+        let _ = Signed::<Command>::from_json(bytes);
         let _ = ChunkFrame::decode(bytes);
     }
 

@@ -210,7 +210,8 @@ impl Signer {
     }
 }
 
-/// The controller public keys a receiver trusts, by key id (two during a key rotation).
+/// The controller public keys a receiver trusts, by key id (two or more after a key rotation, see
+/// [`crate::key_announcement`]).
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
     keys: Vec<(KeyId, VerifyingKey)>,
@@ -237,6 +238,26 @@ impl TrustedKeys {
         decode_hex_into(public_key_hex, &mut bytes)
             .map_err(|_| ProtocolError::InvalidId { what: "public key", why: "not 64 hex digits" })?;
         self.insert(kid, &bytes)
+    }
+
+    /// How many keys are trusted.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is trusted (everything is refused).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The public key trusted under `kid`, if any.
+    pub fn public_key(&self, kid: &str) -> Option<[u8; 32]> {
+        self.get(kid).map(VerifyingKey::to_bytes)
+    }
+
+    /// The trusted key ids, in the order they were added.
+    pub fn kids(&self) -> impl Iterator<Item = &KeyId> {
+        self.keys.iter().map(|(k, _)| k)
     }
 
     fn get(&self, kid: &str) -> Option<&VerifyingKey> {

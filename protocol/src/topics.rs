@@ -15,7 +15,7 @@
 //! bytes (each village downloads it once either way).
 
 use crate::error::{clip, ProtocolError};
-use crate::ids::{BulletinId, ReceiverId};
+use crate::ids::{BulletinId, KeyId, ReceiverId};
 
 /// Longest topic root.
 pub const MAX_ROOT_LEN: usize = 100;
@@ -52,6 +52,8 @@ pub enum Topic {
     Command(ReceiverId),
     /// `rx/{receiver}/ack`: a [`crate::report::ReportAck`].
     ReportAck(ReceiverId),
+    /// `rx/{receiver}/key/{kid}`: a signed [`crate::key_announcement::KeyAnnouncement`] of key `kid`. Retained.
+    Key(ReceiverId, KeyId),
     /// `up/{receiver}/status`: [`crate::health::Status`], online or offline (the MQTT last will). Retained.
     Status(ReceiverId),
     /// `up/{receiver}/health`: a [`crate::health::Health`] heartbeat.
@@ -71,6 +73,7 @@ impl Topic {
             | Topic::Chunks(r)
             | Topic::Command(r)
             | Topic::ReportAck(r)
+            | Topic::Key(r, _)
             | Topic::Status(r)
             | Topic::Health(r)
             | Topic::ChunkRequest(r)
@@ -81,9 +84,12 @@ impl Topic {
     /// Who publishes on it.
     pub fn direction(&self) -> Direction {
         match self {
-            Topic::Plan(_) | Topic::Manifest(..) | Topic::Chunks(_) | Topic::Command(_) | Topic::ReportAck(_) => {
-                Direction::Down
-            }
+            Topic::Plan(_)
+            | Topic::Manifest(..)
+            | Topic::Chunks(_)
+            | Topic::Command(_)
+            | Topic::ReportAck(_)
+            | Topic::Key(..) => Direction::Down,
             Topic::Status(_) | Topic::Health(_) | Topic::ChunkRequest(_) | Topic::Reports(_) => Direction::Up,
         }
     }
@@ -98,7 +104,7 @@ impl Topic {
 
     /// Whether to publish retained.
     pub fn retained(&self) -> bool {
-        matches!(self, Topic::Plan(_) | Topic::Manifest(..) | Topic::Status(_))
+        matches!(self, Topic::Plan(_) | Topic::Manifest(..) | Topic::Status(_) | Topic::Key(..))
     }
 
     /// The leaf after `{prefix}/{rx|up}/{receiver}/`.
@@ -109,6 +115,7 @@ impl Topic {
             Topic::Chunks(_) => "chunk".into(),
             Topic::Command(_) => "cmd".into(),
             Topic::ReportAck(_) => "ack".into(),
+            Topic::Key(_, kid) => format!("key/{kid}"),
             Topic::Status(_) => "status".into(),
             Topic::Health(_) => "health".into(),
             Topic::ChunkRequest(_) => "chunk-req".into(),
@@ -188,6 +195,11 @@ impl Topics {
         self.topic(&Topic::ReportAck(receiver.clone()))
     }
 
+    /// `{prefix}/rx/{receiver}/key/{kid}`.
+    pub fn key(&self, receiver: &ReceiverId, kid: &KeyId) -> String {
+        self.topic(&Topic::Key(receiver.clone(), kid.clone()))
+    }
+
     /// `{prefix}/up/{receiver}/status`: also the topic of the receiver's MQTT last will.
     pub fn status(&self, receiver: &ReceiverId) -> String {
         self.topic(&Topic::Status(receiver.clone()))
@@ -244,6 +256,7 @@ impl Topics {
             ("rx", ["chunk"]) => Topic::Chunks(receiver),
             ("rx", ["cmd"]) => Topic::Command(receiver),
             ("rx", ["ack"]) => Topic::ReportAck(receiver),
+            ("rx", ["key", kid]) => Topic::Key(receiver, KeyId::new(*kid).map_err(|_| bad("bad key id"))?),
             ("up", ["status"]) => Topic::Status(receiver),
             ("up", ["health"]) => Topic::Health(receiver),
             ("up", ["chunk-req"]) => Topic::ChunkRequest(receiver),
@@ -273,6 +286,7 @@ mod tests {
             Topic::Health(r.clone()),
             Topic::ChunkRequest(r.clone()),
             Topic::Reports(r.clone()),
+            Topic::Key(r.clone(), crate::ids::KeyId::new("ctl-1").unwrap()),
         ]
     }
 
@@ -289,6 +303,7 @@ mod tests {
         assert_eq!(t.health(&r), "loa/v1/up/laocai-01/health");
         assert_eq!(t.chunk_request(&r), "loa/v1/up/laocai-01/chunk-req");
         assert_eq!(t.reports(&r), "loa/v1/up/laocai-01/report");
+        assert_eq!(t.key(&r, &crate::ids::KeyId::new("ctl-1").unwrap()), "loa/v1/rx/laocai-01/key/ctl-1");
         assert_eq!(t.receiver_subscription(&r), "loa/v1/rx/laocai-01/#");
         assert_eq!(t.controller_subscription(), "loa/v1/up/+/#");
     }
@@ -314,9 +329,9 @@ mod tests {
     fn policy_table() {
         let r = rx();
         let retained: Vec<bool> = all(&r).iter().map(Topic::retained).collect();
-        assert_eq!(retained, [true, true, false, false, false, true, false, false, false]);
+        assert_eq!(retained, [true, true, false, false, false, true, false, false, false, true]);
         let qos: Vec<u8> = all(&r).iter().map(|t| t.qos() as u8).collect();
-        assert_eq!(qos, [1, 1, 0, 1, 1, 1, 0, 0, 1]);
+        assert_eq!(qos, [1, 1, 0, 1, 1, 1, 0, 0, 1, 1]);
     }
 
     #[test]
@@ -347,6 +362,9 @@ mod tests {
             "loa/v1/rx/a/manifest/",
             "loa/v1/rx/a/manifest/x#",
             "loa/v1/xx/a/plan",
+            "loa/v1/rx/a/key",
+            "loa/v1/rx/a/key/x+",
+            "loa/v1/up/a/key/k",
         ] {
             assert!(matches!(t.parse(s), Err(ProtocolError::BadTopic { .. })), "{s:?}");
         }

@@ -28,6 +28,19 @@ fn signer() -> Signer {
     Signer::from_seed(KeyId::new("ctl-2025a").unwrap(), &SEED)
 }
 
+/// The key the golden key announcement moves to (seed public on purpose too).
+fn new_signer() -> Signer {
+    Signer::from_seed(KeyId::new("ctl-2026b").unwrap(), b"loa-golden-next-key-not-secret!!")
+}
+
+fn key_announcement() -> KeyAnnouncement {
+    KeyAnnouncement {
+        kid: new_signer().kid().clone(),
+        public_key: loa_protocol::hash::encode_hex(&new_signer().public_key()),
+        valid_from: t(T0 + 24 * HOUR),
+    }
+}
+
 fn keys() -> TrustedKeys {
     let mut k = TrustedKeys::new();
     k.insert(signer().kid().clone(), &signer().public_key()).unwrap();
@@ -138,6 +151,10 @@ fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
         ("manifest.json", s.sign(&m, t(T0), m.expires_at).unwrap().to_json().unwrap()),
         ("plan.json", s.sign(&plan(), t(T0), t(T0 + 72 * HOUR)).unwrap().to_json().unwrap()),
         ("command.json", s.sign(&command(), t(T0 + 5 * 60_000), t(T0 + HOUR)).unwrap().to_json().unwrap()),
+        (
+            "key_announcement.json",
+            s.sign(&key_announcement(), t(T0), t(T0 + 365 * 24 * HOUR)).unwrap().to_json().unwrap(),
+        ),
         ("chunk_request.json", ChunkRequest::new(1, bulletin(), [0, 2]).unwrap().to_json().unwrap()),
         ("chunk_frame.hex", frame_hex(&m.frame(&file(), 2).unwrap().encode().unwrap()).into_bytes()),
         ("health.json", health().to_json().unwrap()),
@@ -196,6 +213,19 @@ fn signed_fixtures_verify_and_round_trip() {
     assert_eq!(env.verify(&k, &opts).unwrap(), command());
     let late = VerifyOptions { now: t(T0 + HOUR), ..opts };
     assert!(matches!(env.verify(&k, &late), Err(ProtocolError::Expired { .. })));
+
+    let text = read("key_announcement.json");
+    let env = Signed::<KeyAnnouncement>::from_json(text.as_bytes()).unwrap();
+    assert_eq!(env.to_json().unwrap(), text.as_bytes());
+    assert_eq!(env.verify(&k, &opts).unwrap(), key_announcement());
+    let mut rotated = keys();
+    assert_eq!(rotated.accept_announcement(text.as_bytes(), t(T0)).unwrap(), Some(key_announcement()));
+    let by_new = new_signer().sign(&command(), t(T0 + 5 * 60_000), t(T0 + HOUR)).unwrap().to_json().unwrap();
+    assert_eq!(Signed::<Command>::open(&by_new, &rotated, &opts).unwrap(), command());
+    assert!(matches!(Signed::<Command>::open(&by_new, &k, &opts), Err(ProtocolError::UnknownKey { .. })));
+
+    let text = read("command.json");
+    let env = Signed::<Command>::from_json(text.as_bytes()).unwrap();
     let mut other = TrustedKeys::new();
     other.insert(signer().kid().clone(), &Signer::from_seed(signer().kid().clone(), &[1; 32]).public_key()).unwrap();
     assert_eq!(env.verify(&other, &opts), Err(ProtocolError::BadSignature));
@@ -257,8 +287,10 @@ fn docs_name_every_topic() {
         Topic::Health(r.clone()),
         Topic::ChunkRequest(r.clone()),
         Topic::Reports(r.clone()),
+        Topic::Key(r.clone(), KeyId::new("KID").unwrap()),
     ] {
-        let s = topics.topic(&topic).replace("/RX/", "/{rx}/").replace("BULLETIN", "{bulletin}");
+        let s =
+            topics.topic(&topic).replace("/RX/", "/{rx}/").replace("BULLETIN", "{bulletin}").replace("KID", "{kid}");
         let row = format!("| `{s}` | {} | {} | {} |", who(&topic), topic.qos() as u8, yes(topic.retained()));
         assert!(docs.contains(&row), "docs/protocol.md lacks the row\n{row}");
     }

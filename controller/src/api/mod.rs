@@ -17,6 +17,7 @@ pub mod auth;
 pub mod bulletins;
 pub mod commands;
 pub mod emergencies;
+pub mod headers;
 pub mod metrics;
 pub mod receivers;
 pub mod reports;
@@ -281,6 +282,8 @@ pub fn rfc3339_opt(ms: Option<i64>) -> Option<String> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_bad_input;
 #[cfg(test)]
 mod tests_bulletins;
 #[cfg(test)]

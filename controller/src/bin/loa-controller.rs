@@ -2,6 +2,9 @@
 //! `LOA_CONTROLLER_*` environment variables, then these flags. `loa-controller user add NAME --role R
 //! [--area ID] [--emergency]` and `loa-controller user passwd NAME` manage console users from the shell (the
 //! password is read from standard input with `--password-stdin`, or generated and printed once).
+//! `loa-controller mosquitto-acl --out DIR` writes Mosquitto password, ACL and configuration files for the
+//! registered fleet (for running on Mosquitto instead of the embedded broker).
+//! `loa-controller rotate-key` moves to a new signing key, announced to receivers under the current one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +43,18 @@ enum Command {
     /// Manage console users (the controller may be running).
     #[command(subcommand)]
     User(UserCommand),
+    /// Move to a new signing key: announce it to receivers under the current one (restart the controller after).
+    RotateKey,
+    /// Write Mosquitto `passwd`, `acl` and `loa.conf` for the registered receivers and the controller (run it
+    /// again after registering receivers, then send mosquitto SIGHUP).
+    MosquittoAcl {
+        /// Data directory to read the receivers from (overrides the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Directory to write the files into.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +133,56 @@ fn user_command(config: &ControllerConfig, cmd: UserCommand) -> anyhow::Result<(
     Ok(())
 }
 
+/// Writes the Mosquitto files. Without `broker_password` in the settings, one is generated and printed once.
+fn mosquitto_acl(config: &ControllerConfig, data_dir: Option<PathBuf>, out: &std::path::Path) -> anyhow::Result<()> {
+    use loa_controller::broker::mosquitto::{write_files, FileSettings};
+    let data_dir = data_dir.unwrap_or_else(|| config.data_dir.clone());
+    let store = loa_controller::store::Store::open(&data_dir)
+        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+    let topics = loa_protocol::Topics::new(&config.topic_root).context("topic_root")?;
+    let (controller_password, generated) = match &config.broker_password {
+        Some(p) => (p.clone(), false),
+        None => (loa_controller::store::users::generate_password(), true),
+    };
+    let port = match &config.broker {
+        Some(url) => loa_protocol::BrokerUrl::parse(url).map(|u| u.port).context("broker")?,
+        None => 1883,
+    };
+    let settings =
+        FileSettings { topics, controller_id: config.controller_client_id.clone(), controller_password, port };
+    let written = write_files(&store, &settings, out)?;
+    println!(
+        "wrote {}, {} and {} ({} receivers)",
+        written.passwd.display(),
+        written.acl.display(),
+        written.conf.display(),
+        written.receivers
+    );
+    if !written.without_hash.is_empty() {
+        println!(
+            "not in passwd (registered before Mosquitto hashes were kept; register them again): {}",
+            written.without_hash.join(", ")
+        );
+    }
+    if generated {
+        println!(
+            "controller MQTT password: {}   (shown once; set broker_password or LOA_CONTROLLER_BROKER_PASSWORD to it)",
+            settings.controller_password
+        );
+    }
+    Ok(())
+}
+
+/// `rotate-key`: see `loa_controller::keys::rotate`.
+fn rotate_key(config: &ControllerConfig) -> anyhow::Result<()> {
+    let now = loa_protocol::Timestamp::from_datetime(chrono::Utc::now())?;
+    let r = loa_controller::keys::rotate(&config.data_dir, now)?;
+    println!("new signing key {} (public key {})", r.new.kid(), loa_controller::keys::public_key_hex(&r.new));
+    println!("announced under the old key {}; restart the controller to sign with the new key and", r.old.kid());
+    println!("publish the announcement to every receiver (receivers registered from now on get the new key)");
+    Ok(())
+}
+
 impl Args {
     fn flags(&self) -> Vec<(&'static str, String)> {
         let mut flags = Vec::new();
@@ -149,8 +214,11 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let config = ControllerConfig::load(args.config.as_deref(), std::env::vars(), args.flags())?;
-    if let Some(Command::User(cmd)) = args.command {
-        return user_command(&config, cmd);
+    match args.command {
+        Some(Command::User(cmd)) => return user_command(&config, cmd),
+        Some(Command::RotateKey) => return rotate_key(&config),
+        Some(Command::MosquittoAcl { data_dir, out }) => return mosquitto_acl(&config, data_dir, &out),
+        None => {}
     }
     let http = tokio::net::TcpListener::bind(config.http_listen)
         .await

@@ -79,14 +79,15 @@ impl Store {
     pub fn register_receiver(&self, name: &str, area_id: i64, now_ms: i64) -> Result<Registered, StoreError> {
         let name = super::areas::check_name("receiver", name)?;
         let secret = Alphanumeric.sample_string(&mut rand::rng(), SECRET_CHARS);
+        let mosquitto_hash = crate::broker::mosquitto::password_hash(&secret);
         self.with_conn(|c| {
             super::areas::get_area(c, area_id)?;
             loop {
                 let id = random_id("rx-", 6);
                 let inserted = c.execute(
-                    "INSERT OR IGNORE INTO receivers (id, name, area_id, secret_hash, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![id, name, area_id, sha256_hex(secret.as_bytes()), now_ms],
+                    "INSERT OR IGNORE INTO receivers (id, name, area_id, secret_hash, mosquitto_hash, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![id, name, area_id, sha256_hex(secret.as_bytes()), mosquitto_hash, now_ms],
                 )?;
                 if inserted == 1 {
                     return Ok(Registered { id, secret: secret.clone() });
@@ -115,6 +116,15 @@ impl Store {
             let hash: Option<String> =
                 c.query_row("SELECT secret_hash FROM receivers WHERE id = ?1", [id], |r| r.get(0)).optional()?;
             Ok(hash.is_some_and(|h| h == sha256_hex(secret.as_bytes())))
+        })
+    }
+
+    /// Every receiver's id and Mosquitto password hash (`None` if registered before hashes were kept), by id.
+    pub fn broker_logins(&self) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT id, mosquitto_hash FROM receivers ORDER BY id")?;
+            let list = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
+            Ok(list)
         })
     }
 }
@@ -149,6 +159,12 @@ mod tests {
         let rx = store.receiver(&reg.id).unwrap();
         assert_eq!((rx.name.as_str(), rx.area_id, rx.online, rx.created_at), ("Loa chợ", area, false, 7));
         assert_eq!(store.list_receivers().unwrap().len(), 1);
+        let logins = store.broker_logins().unwrap();
+        assert_eq!(logins.len(), 1);
+        let hash = logins[0].1.as_deref().unwrap();
+        let salt = hash.split('$').nth(3).unwrap();
+        assert!(hash.starts_with("$7$101$") && hash.len() > 100 && !hash.contains(&reg.secret), "{hash}");
+        assert!(!salt.is_empty());
         assert!(matches!(store.receiver("rx-000000000000"), Err(StoreError::NotFound { .. })));
         assert!(matches!(store.register_receiver("x", 99, 0), Err(StoreError::NotFound { .. })));
     }

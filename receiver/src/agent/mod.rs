@@ -27,6 +27,7 @@ mod downloader;
 mod emergency;
 mod estimator;
 mod health;
+mod keyring;
 mod link;
 mod outbox;
 mod plays;
@@ -105,9 +106,10 @@ impl Receiver {
         amp: Box<dyn Amplifier>,
         clock: Arc<dyn Clock>,
     ) -> Result<Receiver, ReceiverError> {
-        let checked = cfg.validate()?;
+        let mut checked = cfg.validate()?;
         let dir = &cfg.state_dir;
         std::fs::create_dir_all(dir).map_err(|source| ReceiverError::State { path: dir.clone(), source })?;
+        keyring::load(dir, &mut checked.keys)?;
         let now = clock.now();
         let store = Store::open(dir, &checked.keys, &checked.id, now)?;
         let outbox = Outbox::open(&dir.join("outbox.json"), now)?;
@@ -203,6 +205,8 @@ struct Agent {
     plan_issued: Option<Timestamp>,
     /// Emergency manifests received live, with when they were signed.
     speculative: HashMap<BulletinId, Timestamp>,
+    /// Messages refused for an unknown key (topic, payload, retain), retried after a key announcement.
+    parked: Vec<(String, Vec<u8>, bool)>,
     started_at: Instant,
     next_health: Instant,
     next_resend: Instant,
@@ -224,6 +228,7 @@ impl Agent {
             handed: HashMap::new(),
             plan_issued: None,
             speculative: HashMap::new(),
+            parked: Vec::new(),
             started_at: now,
             next_health: now,
             next_resend: now,
@@ -277,14 +282,20 @@ impl Agent {
                 return Ok(());
             }
         };
-        match parsed {
+        let unknown_keys = self.rej.unknown_key;
+        let result = match parsed {
             Topic::Plan(_) => self.on_plan(payload, retain),
             Topic::Manifest(_, bulletin) => self.on_manifest(&bulletin, payload),
             Topic::Chunks(_) => self.on_frame(payload),
             Topic::Command(_) => self.on_command(payload),
             Topic::ReportAck(_) => self.on_ack(payload),
+            Topic::Key(_, kid) => self.on_key(&kid, payload),
             _ => Ok(()),
+        };
+        if self.rej.unknown_key != unknown_keys {
+            self.park(topic, payload, retain);
         }
+        result
     }
 
     fn on_plan(&mut self, payload: &[u8], retain: bool) -> Result<(), ReceiverError> {
