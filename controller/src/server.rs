@@ -189,6 +189,16 @@ impl Controller {
             Ok(())
         });
 
+        // Announce rotated signing keys (signed by the previous key) on every receiver's key topic, retained.
+        tasks.spawn({
+            let (dir, store, topics, client) =
+                (self.config.data_dir.clone(), self.store.clone(), topics.clone(), client.clone());
+            async move {
+                crate::keys::publish_announcements(&dir, &store, &topics, &client).await;
+                Ok(())
+            }
+        });
+
         let urgent = Arc::new(crate::dispatch::Urgent::default());
         let dispatch_settings = DispatchSettings {
             horizon_ms: self.config.plan_horizon_ms,
@@ -241,7 +251,8 @@ impl Controller {
         };
         let api = api::app(state).layer(axum::Extension(sources));
         let speech = Arc::new(crate::web::EspeakNg { program: self.config.tts_program.clone(), ..Default::default() });
-        let app = crate::web::routes(api, speech);
+        // Console and API together, every answer with the security headers.
+        let app = crate::web::routes(api, speech).layer(axum::middleware::from_fn(api::headers::security_headers));
         let token = inner.clone();
         let http = self.http;
         tasks.spawn(async move {

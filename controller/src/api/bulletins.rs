@@ -65,6 +65,22 @@ impl Upload {
     }
 }
 
+/// A multipart upload whose rejections (no or wrong content type) are [`ApiError`]s.
+pub(super) struct Uploaded(pub Multipart);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Uploaded {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        Multipart::from_request(req, state).await.map(Uploaded).map_err(|r| {
+            ApiError::new(
+                r.status(),
+                "send the recording as multipart/form-data (a form with a file field and the other fields)",
+            )
+        })
+    }
+}
+
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     let status = e.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -194,7 +210,7 @@ pub(super) fn owner_for(
 async fn upload(
     State(state): State<AppState>,
     user: CurrentUser,
-    mp: Multipart,
+    Uploaded(mp): Uploaded,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     user.require(Permission::EditBulletins)?;
     let mut up = read_upload(&state, mp).await?;
@@ -255,7 +271,7 @@ async fn add_variant(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
-    mp: Multipart,
+    Uploaded(mp): Uploaded,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     user.require(Permission::EditBulletins)?;
     let scope = user.scope(&state.store)?;

@@ -120,6 +120,13 @@ async fn metrics(
                 "Connections accepted by the embedded MQTT broker.",
                 &[(String::new(), clamp(wire.connections.load(Ordering::Relaxed)))],
             );
+            family(
+                &mut out,
+                "loa_mqtt_acl_denied_total",
+                "counter",
+                "MQTT connections closed for breaking a topic rule (a receiver reaching for another's topics).",
+                &[(String::new(), clamp(wire.acl_denied.load(Ordering::Relaxed)))],
+            );
         }
     }
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response())

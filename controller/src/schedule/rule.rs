@@ -137,11 +137,23 @@ impl Rule {
                          minute hour day-of-month month day-of-week, e.g. \"0 6 * * 1-5\""
                     )));
                 }
+                // An empty list item ("0 , * * *") parses as "never" and would be searched for every hour.
+                if expr.split_whitespace().any(|f| f.split(',').any(str::is_empty)) {
+                    return Err(StoreError::invalid(format!(
+                        "the cron expression \"{expr}\" has an empty item in a list (two commas, or a comma at an end)"
+                    )));
+                }
                 let cron = croner::parser::CronParser::builder()
                     .seconds(croner::parser::Seconds::Disallowed)
                     .build()
                     .parse(expr)
                     .map_err(|e| StoreError::invalid(format!("the cron expression \"{expr}\" is not valid ({e})")))?;
+                // A date that never comes (31 February) is refused rather than searched for every hour.
+                let start = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default().with_timezone(&tz);
+                let first = cron.iter_from(start, croner::Direction::Forward).next();
+                if first.is_none_or(|t| t > start + chrono::Duration::days(5 * 366)) {
+                    return Err(StoreError::invalid(format!("the cron expression \"{expr}\" never happens")));
+                }
                 Ok(Compiled::Cron(Box::new(cron)))
             }
         }
@@ -240,6 +252,10 @@ mod tests {
             (r#"{"weekly": {"days": ["someday"], "times": ["06:00"]}}"#, "not a weekday"),
             (r#"{"cron": "0 0 6 * * 1"}"#, "6 fields"),
             (r#"{"cron": "99 6 * * *"}"#, "not valid"),
+            // Found by the schedule_rule fuzz target: each searched ~0.3 s for nothing, every hour.
+            (r#"{"cron": "*/09 , * * *"}"#, "empty item"),
+            (r#"{"cron": "0 , * * *"}"#, "empty item"),
+            (r#"{"cron": "0 0 31 2 *"}"#, "never happens"),
         ] {
             let err = rule(json).compile(HCM).unwrap_err().to_string();
             assert!(err.contains(needle), "{json}: {err}");
