@@ -72,7 +72,8 @@ pub(crate) struct Busy {
 const COLUMNS: &str =
     "id, schedule_id, receiver_id, bulletin_id, planned_at, tier, status, progress, started_at, finished_at, reason";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Play> {
+/// A play from a row of the columns in [`COLUMNS`]' order.
+pub(super) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Play> {
     Ok(Play {
         id: r.get(0)?,
         schedule_id: r.get(1)?,

@@ -30,21 +30,7 @@ impl Store {
                         filter.limit.unwrap_or(1000),
                         areas
                     ],
-                    |r| {
-                        Ok(Play {
-                            id: r.get(0)?,
-                            schedule_id: r.get(1)?,
-                            receiver_id: r.get(2)?,
-                            bulletin_id: r.get(3)?,
-                            planned_at: r.get(4)?,
-                            tier: r.get(5)?,
-                            status: r.get(6)?,
-                            progress: r.get(7)?,
-                            started_at: r.get(8)?,
-                            finished_at: r.get(9)?,
-                            reason: r.get(10)?,
-                        })
-                    },
+                    super::plays::row,
                 )?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(list)
