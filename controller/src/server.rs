@@ -201,13 +201,13 @@ impl Controller {
             Ok(())
         });
 
-        // Announce rotated signing keys (signed by the previous key) on every receiver's key topic, retained.
-        tasks.spawn({
+        // Announce rotated signing keys (signed by the previous key) on every receiver's key topic, retained. A
+        // one-off job: not in `tasks`, whose end means "a part stopped" and stops the controller.
+        tokio::spawn({
             let (dir, store, topics, client) =
                 (self.config.data_dir.clone(), self.store.clone(), topics.clone(), client.clone());
             async move {
                 crate::keys::publish_announcements(&dir, &store, &topics, &client).await;
-                Ok(())
             }
         });
 

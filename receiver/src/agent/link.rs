@@ -1,5 +1,5 @@
-//! The MQTT link: one task that owns the rumqttc event loop, connects with a persistent session
-//! (`clean_session = false`, client id and username = the receiver id), sets the last will `offline` on
+//! The MQTT link: one task that owns the rumqttc event loop, connects with a clean session
+//! (`clean_session = true`, client id and username = the receiver id), sets the last will `offline` on
 //! `up/{id}/status` (retained), subscribes to `rx/{id}/#` and then publishes `online` with the same
 //! session number on every connect, and reconnects after a failure with the shared [`Backoff`] and jitter. It
 //! forwards what arrives as [`LinkEvent`]s; the agent publishes through the [`AsyncClient`] with `try_publish`
@@ -76,7 +76,11 @@ pub(crate) fn spawn(
 ) -> (AsyncClient, mpsc::Receiver<LinkEvent>, tokio::task::JoinHandle<()>) {
     let mut opts = MqttOptions::new(cfg.id.clone(), cfg.host.clone(), cfg.port);
     opts.set_credentials(cfg.id.clone(), cfg.password.clone());
-    opts.set_clean_session(false);
+    // A clean session: nothing is queued for the receiver while it is away. Queued messages arrive late, and a
+    // late controller message read as a live one sets the receiver's clock back by the time it was away (seen:
+    // an expired emergency played). Everything that matters is retained (plan, manifests, keys) or asked for
+    // again (chunks, report acks), and commands are for "now".
+    opts.set_clean_session(true);
     opts.set_keep_alive(cfg.keepalive);
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     if let Some(tls) = &cfg.tls {
