@@ -73,6 +73,9 @@ async fn browser(driver: &Driver) -> anyhow::Result<Client> {
                      "--window-size=1280,1000", "--lang=vi"],
         }),
     );
+    // The workspace builds rustls with `ring` and fantoccini's HTTP client with `aws-lc-rs`: with two providers
+    // compiled in, rustls cannot pick one by itself. The driver is on localhost over plain HTTP; either would do.
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
     Ok(ClientBuilder::rustls()?.capabilities(caps).connect(&driver.url).await?)
 }
 

@@ -103,6 +103,13 @@ pub enum BrokerKind {
     Embedded,
     /// An external broker at this URL.
     External(String),
+    /// rumqttd inside the controller, its public listener speaking TLS with this PEM certificate and key.
+    EmbeddedTls {
+        /// `mqtt_tls_cert_file`.
+        cert_file: PathBuf,
+        /// `mqtt_tls_key_file`.
+        key_file: PathBuf,
+    },
 }
 
 /// A controller running in this process.
@@ -143,12 +150,17 @@ impl TestController {
             replan_interval_ms: 1000,
             ..ControllerConfig::default()
         };
-        if let BrokerKind::External(url) = &broker {
-            config.broker = Some(url.clone());
+        match &broker {
+            BrokerKind::Embedded => {}
+            BrokerKind::External(url) => config.broker = Some(url.clone()),
+            BrokerKind::EmbeddedTls { cert_file, key_file } => {
+                config.mqtt_tls_cert_file = Some(cert_file.clone());
+                config.mqtt_tls_key_file = Some(key_file.clone());
+            }
         }
         let http = bind_retry(config.http_listen).await?;
         let mqtt = match broker {
-            BrokerKind::Embedded => Some(bind_retry(config.mqtt_listen).await?),
+            BrokerKind::Embedded | BrokerKind::EmbeddedTls { .. } => Some(bind_retry(config.mqtt_listen).await?),
             BrokerKind::External(_) => None,
         };
         let opened = Controller::open(config.clone(), Arc::new(SystemClock), http, mqtt).await?;

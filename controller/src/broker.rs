@@ -15,10 +15,15 @@
 //! ([`packet`]) and enforces the topic ACL ([`acl`]): a receiver subscribes only under its own `rx/{id}/` and
 //! publishes only its own `up/{id}/...` topics; a violation closes the connection and is counted
 //! ([`WireCounters::acl_denied`]). [`mosquitto`] writes the same rules as Mosquitto password and ACL files.
+//!
+//! TLS: with [`EmbeddedBroker::with_tls`] ([`tls::server_acceptor`]) the public listener speaks only TLS; each
+//! connection's handshake is done here and the decrypted stream goes through the same ACL relay. rumqttd itself
+//! and the controller's own client stay on plain TCP over loopback.
 
 pub mod acl;
 pub mod mosquitto;
 pub mod packet;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -53,6 +58,9 @@ pub enum BrokerError {
     /// The public listener failed.
     #[error("MQTT listener: {0}")]
     Listener(std::io::Error),
+    /// The TLS certificate or key of the public listener cannot be used.
+    #[error("MQTT TLS: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Byte counters of the public listener (all connections together).
@@ -66,15 +74,30 @@ pub struct WireCounters {
     pub connections: AtomicU64,
     /// Connections closed because a receiver subscribed or published outside its own topics.
     pub acl_denied: AtomicU64,
+    /// TLS connections whose handshake failed (plain MQTT on the TLS port, an untrusted certificate, a timeout).
+    pub tls_failed: AtomicU64,
 }
 
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A started embedded broker. [`EmbeddedBroker::run`] serves the public listener until cancelled.
-#[derive(Debug)]
 pub struct EmbeddedBroker {
     listener: TcpListener,
     internal: SocketAddr,
     counters: Arc<WireCounters>,
     rules: Arc<acl::AclRules>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for EmbeddedBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBroker")
+            .field("public", &self.listener.local_addr().ok())
+            .field("internal", &self.internal)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Checks an MQTT login against the controller's own credentials and the receivers table.
@@ -195,7 +218,18 @@ impl EmbeddedBroker {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::info!(public = ?listener.local_addr().ok(), %internal, "embedded MQTT broker started");
-        Ok(EmbeddedBroker { listener, internal, counters, rules })
+        Ok(EmbeddedBroker { listener, internal, counters, rules, tls: None })
+    }
+
+    /// Makes the public listener accept only TLS, with this acceptor ([`tls::server_acceptor`]).
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Whether the public listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The loopback address of rumqttd itself (the controller's own client connects here).
@@ -234,8 +268,32 @@ impl EmbeddedBroker {
             let counters = self.counters.clone();
             let rules = self.rules.clone();
             let cancel = cancel.clone();
+            let tls = self.tls.clone();
             tracker.spawn(async move {
-                if let Err(e) = relay(client, internal, counters, rules, cancel).await {
+                let _ = client.set_nodelay(true);
+                let ended = match tls {
+                    None => relay(client, internal, counters, rules, cancel).await,
+                    Some(acceptor) => {
+                        let handshake = tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            h = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(client)) => h,
+                        };
+                        match handshake {
+                            Ok(Ok(stream)) => relay(stream, internal, counters, rules, cancel).await,
+                            Ok(Err(e)) => {
+                                counters.tls_failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(%peer, error = %e, "MQTT TLS handshake failed: connection closed");
+                                return;
+                            }
+                            Err(_) => {
+                                counters.tls_failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(%peer, "MQTT TLS handshake timed out: connection closed");
+                                return;
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "MQTT connection ended");
                 }
             });
@@ -258,17 +316,20 @@ fn topics_of_chunks_filter(filter: &str) -> Result<Topics, BrokerError> {
         .ok_or_else(|| BrokerError::Start(format!("{filter:?} is not a chunks filter made by Topics")))
 }
 
-async fn relay(
-    client: TcpStream,
+/// Relays one client connection (plain TCP or decrypted TLS) to rumqttd through the ACL gate.
+async fn relay<S>(
+    client: S,
     internal: SocketAddr,
     counters: Arc<WireCounters>,
     rules: Arc<acl::AclRules>,
     cancel: CancellationToken,
-) -> std::io::Result<()> {
-    let _ = client.set_nodelay(true);
+) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let broker = TcpStream::connect(internal).await?;
     let _ = broker.set_nodelay(true);
-    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut broker_rx, mut broker_tx) = broker.into_split();
     tokio::select! {
         _ = cancel.cancelled() => Ok(()),

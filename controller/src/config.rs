@@ -36,6 +36,12 @@ pub struct ControllerConfig {
     pub broker: Option<String>,
     /// The controller's password on the external broker (its username is `controller_client_id`).
     pub broker_password: Option<String>,
+    /// CA certificates (PEM) that sign an external `mqtts://` broker's certificate; default: the system's roots.
+    pub broker_ca_file: Option<PathBuf>,
+    /// The embedded broker's TLS certificate chain (PEM); with `mqtt_tls_key_file`, `mqtt_listen` speaks only TLS.
+    pub mqtt_tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `mqtt_tls_cert_file`.
+    pub mqtt_tls_key_file: Option<PathBuf>,
     /// The controller's MQTT client id and username.
     pub controller_client_id: String,
     /// The broker address written into receiver config files; default: derived from `mqtt_listen` or `broker`.
@@ -66,6 +72,9 @@ impl Default for ControllerConfig {
             mqtt_listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
             broker: None,
             broker_password: None,
+            broker_ca_file: None,
+            mqtt_tls_cert_file: None,
+            mqtt_tls_key_file: None,
             controller_client_id: "loa-controller".into(),
             public_mqtt_url: None,
             topic_root: "loa".into(),
@@ -126,6 +135,9 @@ impl ControllerConfig {
         if let Some(url) = &self.broker {
             crate::mqtt::MqttSettings::from_url(url, "x", None).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
+        if self.mqtt_tls_cert_file.is_some() != self.mqtt_tls_key_file.is_some() {
+            return bad("mqtt_tls_cert_file and mqtt_tls_key_file go together: set both (PEM files) or neither".into());
+        }
         Ok(())
     }
 
@@ -144,7 +156,7 @@ impl ControllerConfig {
         }
         let addr = embedded.unwrap_or(self.mqtt_listen);
         let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-        format!("mqtt://{host}:{}", addr.port())
+        loa_protocol::BrokerUrl { host, port: addr.port(), tls: self.mqtt_tls_cert_file.is_some() }.to_string()
     }
 }
 
@@ -191,5 +203,13 @@ mod tests {
         assert_eq!(c.receiver_broker_url(Some("0.0.0.0:1999".parse().unwrap())), "mqtt://127.0.0.1:1999");
         let c = ControllerConfig { broker: Some("mqtt://mosq:1883".into()), ..ControllerConfig::default() };
         assert_eq!(c.receiver_broker_url(None), "mqtt://mosq:1883");
+        let c = ControllerConfig {
+            mqtt_tls_cert_file: Some("cert.pem".into()),
+            mqtt_tls_key_file: Some("key.pem".into()),
+            ..ControllerConfig::default()
+        };
+        assert_eq!(c.receiver_broker_url(Some("0.0.0.0:8883".parse().unwrap())), "mqtts://127.0.0.1:8883");
+        let err = ControllerConfig::load(None, vec![], vec![("mqtt_tls_cert_file", "c.pem".into())]).unwrap_err();
+        assert!(err.to_string().contains("mqtt_tls_key_file"), "{err}");
     }
 }

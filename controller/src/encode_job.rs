@@ -2,7 +2,8 @@
 //! `loa_audio::pipeline::encode` on a blocking thread, one encode at a time (they are CPU-heavy and the
 //! controller shares a small machine). The result is stored under its SHA-256 and the variant marked `ready`,
 //! or `failed` with a message an official can read; then the upload is deleted and dispatch is woken.
-//! [`resume_pending`] restarts the variants a crash left `encoding` (their uploads are kept until done).
+//! [`resume_pending`] restarts the variants a crash left `encoding` (their uploads are kept until done), after
+//! [`clean_leftovers`] has removed what a crash left half-written (uploads still arriving, files being stored).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -119,8 +120,63 @@ pub fn spawn_encode_with(store: Store, replan: Arc<Notify>, variant_id: i64) -> 
     })
 }
 
-/// Restarts the encode of every variant still `encoding` (after a crash or restart); returns how many.
+/// Removes what a crash (`kill -9`, power cut) left behind; call it at start, before HTTP is served. That is:
+/// uploads that were still arriving (`uploads/incoming-*.part`), uploads whose variant is no longer `encoding`
+/// or no longer exists (the crash came between storing the result and deleting the upload), and temporary
+/// files of interrupted atomic writes in `bulletins/` (`.*.tmp`). Returns how many files it removed; what it
+/// cannot list or delete is logged and left.
+pub fn clean_leftovers(store: &Store) -> usize {
+    let encoding: std::collections::HashSet<i64> = match store.encoding_variants() {
+        Ok(list) => list.iter().map(|v| v.id).collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not list interrupted encodes; leftover uploads are kept");
+            return 0;
+        }
+    };
+    let is_leftover_upload = |name: &str| {
+        if name.starts_with("incoming-") && name.ends_with(".part") {
+            return true;
+        }
+        match name.strip_prefix("variant-").and_then(|n| n.strip_suffix(".upload")).map(str::parse::<i64>) {
+            Some(Ok(id)) => !encoding.contains(&id),
+            _ => false,
+        }
+    };
+    let is_leftover_temp = |name: &str| name.starts_with('.') && name.ends_with(".tmp");
+    remove_files(&store.data_dir().join("uploads"), &is_leftover_upload)
+        + remove_files(&store.data_dir().join("bulletins"), &is_leftover_temp)
+}
+
+/// Deletes the plain files in `dir` whose name `leftover` picks; returns how many.
+fn remove_files(dir: &std::path::Path, leftover: &dyn Fn(&str) -> bool) -> usize {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not look for leftovers");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !leftover(&name) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::info!(file = %entry.path().display(), "removed a file left by an interrupted run");
+                removed += 1;
+            }
+            Err(e) => tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a leftover"),
+        }
+    }
+    removed
+}
+
+/// Cleans what a crash left ([`clean_leftovers`]), then restarts the encode of every variant still `encoding`
+/// (after a crash or restart); returns how many encodes it restarted.
 pub fn resume_pending(state: &AppState) -> usize {
+    clean_leftovers(&state.store);
     match state.store.encoding_variants() {
         Ok(list) => {
             for v in &list {
@@ -176,6 +232,34 @@ mod tests {
         let done = encode_variant(&store, lost).unwrap();
         assert_eq!(done.status, VariantStatus::Failed);
         assert!(done.error.unwrap().contains("upload the recording again"));
+    }
+
+    #[test]
+    fn leftovers_of_a_crash_are_removed_and_pending_uploads_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (_, pending) = store.create_bulletin("x", "other", "vi", 0).unwrap();
+        let (_, done) = store.create_bulletin("y", "other", "vi", 0).unwrap();
+        store.variant_failed(done, "test").unwrap();
+        let uploads = dir.path().join("uploads");
+        let bulletins = dir.path().join("bulletins");
+        for name in ["incoming-0a1b2c3d.part", &format!("variant-{done}.upload"), "variant-999.upload"] {
+            std::fs::write(uploads.join(name), b"half").unwrap();
+        }
+        std::fs::write(store.upload_path(pending), b"kept").unwrap();
+        std::fs::write(uploads.join("notes.txt"), b"not ours").unwrap();
+        std::fs::write(bulletins.join(".abc.opus.x1y2z3.tmp"), b"half").unwrap();
+        std::fs::write(bulletins.join("abc.opus"), b"kept").unwrap();
+
+        assert_eq!(clean_leftovers(&store), 4);
+        let mut left: Vec<String> = std::fs::read_dir(&uploads)
+            .unwrap()
+            .chain(std::fs::read_dir(&bulletins).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["abc.opus".to_string(), "notes.txt".into(), format!("variant-{pending}.upload")]);
+        assert_eq!(clean_leftovers(&store), 0);
     }
 
     #[tokio::test]

@@ -150,7 +150,14 @@ impl Controller {
         let mqtt_settings = match (&self.config.broker, self.mqtt) {
             (None, Some(listener)) => {
                 let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
-                let broker = EmbeddedBroker::start(
+                // Read the TLS files first: a bad certificate must stop the start before rumqttd is running.
+                let tls = match (&self.config.mqtt_tls_cert_file, &self.config.mqtt_tls_key_file) {
+                    (Some(cert), Some(key)) => {
+                        Some(crate::broker::tls::server_acceptor(cert, key).map_err(BrokerError::from)?)
+                    }
+                    _ => None,
+                };
+                let mut broker = EmbeddedBroker::start(
                     listener,
                     self.store.clone(),
                     self.config.controller_client_id.clone(),
@@ -159,6 +166,9 @@ impl Controller {
                     topics.chunks_filter(),
                 )
                 .await?;
+                if let Some(acceptor) = tls {
+                    broker = broker.with_tls(acceptor);
+                }
                 let internal = broker.internal_addr();
                 let token = inner.clone();
                 tasks.spawn(async move { broker.run(token).await.map_err(ServerError::from) });
@@ -168,10 +178,12 @@ impl Controller {
                     client_id: self.config.controller_client_id.clone(),
                     password: Some(secret),
                     keep_alive_s: 30,
+                    tls: None,
                 }
             }
             (Some(url), _) => {
                 MqttSettings::from_url(url, &self.config.controller_client_id, self.config.broker_password.clone())?
+                    .with_ca_file(self.config.broker_ca_file.as_deref())?
             }
             (None, None) => {
                 return Err(ServerError::Broker(BrokerError::Start(
@@ -263,13 +275,23 @@ impl Controller {
         tracing::info!(mqtt = ?self.config.broker, "controller running");
 
         let mut outcome = Ok(());
-        tokio::select! {
-            _ = cancel.cancelled() => {}
-            Some(joined) = tasks.join_next() => {
-                if let Ok(Err(e)) = joined {
-                    tracing::error!(error = %e, "a controller part stopped");
-                    outcome = Err(e);
-                }
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                joined = tasks.join_next() => match joined {
+                    // A part that has done its work (the key announcements at start) is no reason to stop.
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => {
+                        tracing::error!(error = %e, "a controller part stopped");
+                        outcome = Err(e);
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "a controller part panicked");
+                        break;
+                    }
+                    None => break,
+                },
             }
         }
         inner.cancel();

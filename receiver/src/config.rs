@@ -4,8 +4,13 @@
 //! (e.g. `LOA_RECEIVER_STATE_DIR`, `LOA_RECEIVER_HEARTBEAT_MS`), then command-line flags (the binary sets the
 //! fields). [`ReceiverConfig::validate`] checks everything and turns it into the typed [`Checked`] values; its
 //! errors name the field and say what is expected.
+//!
+//! TLS: `broker_url = "mqtts://host:port"` connects over TLS (rustls, ring provider) and verifies the broker's
+//! certificate and host name against the PEM certificates in `ca_file`, or the system's trust roots
+//! (`rustls-native-certs`: the OS's `ca-certificates`, kept current by its updates) when `ca_file` is not set.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use loa_protocol::{KeyId, ReceiverId, Topics, TrustedKeys};
 use serde::{Deserialize, Serialize};
@@ -64,8 +69,11 @@ pub struct ReceiverConfig {
     pub id: String,
     /// MQTT password given at registration.
     pub password: String,
-    /// `mqtt://host:port` (port 1883 if left out).
+    /// `mqtt://host:port` (port 1883 if left out), or `mqtts://host:port` for TLS (8883 if left out).
     pub broker_url: String,
+    /// With `mqtts://`: PEM certificates of the authorities that sign the broker's certificate (default: the
+    /// system's trust roots).
+    pub ca_file: Option<PathBuf>,
     /// Topic root (`loa` gives topics under `loa/v1`).
     pub topic_root: String,
     /// Controller keys whose signatures are accepted (two during a key rotation).
@@ -102,6 +110,7 @@ impl Default for ReceiverConfig {
             id: String::new(),
             password: String::new(),
             broker_url: "mqtt://127.0.0.1:1883".into(),
+            ca_file: None,
             topic_root: "loa".into(),
             trusted_keys: Vec::new(),
             state_dir: PathBuf::from("/var/lib/loa-receiver"),
@@ -121,7 +130,7 @@ impl Default for ReceiverConfig {
 }
 
 /// Fields whose environment value is always a string (others are read as TOML numbers).
-const STRING_FIELDS: &[&str] = &["id", "password", "broker_url", "topic_root", "state_dir", "sink"];
+const STRING_FIELDS: &[&str] = &["id", "password", "broker_url", "ca_file", "topic_root", "state_dir", "sink"];
 
 /// The validated, typed parts of a configuration.
 #[derive(Debug, Clone)]
@@ -134,6 +143,8 @@ pub struct Checked {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// TLS (`mqtts://`): how the broker's certificate is verified. `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// The trusted keys.
     pub keys: TrustedKeys,
 }
@@ -175,7 +186,15 @@ impl ReceiverConfig {
         let id = ReceiverId::new(self.id.clone())
             .map_err(|e| invalid("id", format!("{e} (expected the id from registration, e.g. rx-3f2a9c1b7d4e)")))?;
         let topics = Topics::new(&self.topic_root).map_err(|e| invalid("topic_root", e.to_string()))?;
-        let (host, port) = parse_broker_url(&self.broker_url)?;
+        let url = parse_broker_url(&self.broker_url)?;
+        let (host, port) = (url.host, url.port);
+        let tls = match (url.tls, &self.ca_file) {
+            (true, ca_file) => Some(tls_client_config(ca_file.as_deref())?),
+            (false, Some(_)) => {
+                return Err(invalid("broker_url", "ca_file is set but the URL is plain mqtt://; use mqtts:// for TLS"))
+            }
+            (false, None) => None,
+        };
         if self.trusted_keys.is_empty() {
             return Err(invalid("trusted_keys", "at least one [[trusted_keys]] entry (kid, public_key) is needed"));
         }
@@ -207,18 +226,41 @@ impl ReceiverConfig {
         if self.cache_max_bytes < 1 << 20 {
             return Err(invalid("cache_max_bytes", format!("{} is below 1 MiB", self.cache_max_bytes)));
         }
-        Ok(Checked { id, topics, host, port, keys })
+        Ok(Checked { id, topics, host, port, tls, keys })
     }
 }
 
-/// Splits `mqtt://host[:port]` (also `tcp://`) with [`loa_protocol::BrokerUrl`].
-fn parse_broker_url(url: &str) -> Result<(String, u16), ConfigError> {
-    let field = "broker_url";
-    let parsed = loa_protocol::BrokerUrl::parse(url).map_err(|e| invalid(field, e.to_string()))?;
-    if parsed.tls {
-        return Err(invalid(field, format!("{url:?}: TLS (mqtts://) is not supported yet; use mqtt://")));
+/// Parses `mqtt://host[:port]` (also `tcp://`) or `mqtts://host[:port]` with [`loa_protocol::BrokerUrl`].
+fn parse_broker_url(url: &str) -> Result<loa_protocol::BrokerUrl, ConfigError> {
+    loa_protocol::BrokerUrl::parse(url).map_err(|e| invalid("broker_url", e.to_string()))
+}
+
+/// The TLS client configuration: server certificates verified against `ca_file` (PEM) or the system's roots.
+fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let (field, certs) = match ca_file {
+        Some(path) => {
+            let read = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| invalid("ca_file", format!("{}: {e} (expected PEM certificates)", path.display())))?;
+            ("ca_file", read)
+        }
+        None => ("broker_url", rustls_native_certs::load_native_certs().certs),
+    };
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(match ca_file {
+            Some(path) => invalid(field, format!("{}: no usable CA certificate in it", path.display())),
+            None => invalid(field, "mqtts:// needs trust roots: no system CA certificates found; set ca_file"),
+        });
     }
-    Ok((parsed.host, parsed.port))
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid("broker_url", format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]
@@ -289,6 +331,20 @@ mod tests {
             let err = cfg.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{field}: {err}");
         }
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("ca.pem");
+        std::fs::write(&junk, "no certificate here\n").unwrap();
+        let tls = |ca: Option<&Path>| ReceiverConfig {
+            broker_url: "mqtts://loa.example.vn".into(),
+            ca_file: ca.map(Path::to_path_buf),
+            ..good.clone()
+        };
+        let err = tls(Some(&junk)).validate().unwrap_err().to_string();
+        assert!(err.contains("ca_file") && err.contains("ca.pem"), "{err}");
+        let err = tls(Some(&dir.path().join("missing.pem"))).validate().unwrap_err().to_string();
+        assert!(err.contains("ca_file") && err.contains("missing.pem"), "{err}");
+        let plain = ReceiverConfig { ca_file: Some(junk.clone()), ..good.clone() };
+        assert!(plain.validate().unwrap_err().to_string().contains("mqtts://"));
         let mut bad_key = good.clone();
         bad_key.trusted_keys[0].public_key = "zz".into();
         assert!(bad_key.validate().unwrap_err().to_string().contains("public_key"));
@@ -296,9 +352,11 @@ mod tests {
 
     #[test]
     fn broker_urls() {
-        assert_eq!(parse_broker_url("mqtt://host").unwrap(), ("host".to_string(), 1883));
-        assert_eq!(parse_broker_url("tcp://h:1/").unwrap(), ("h".to_string(), 1));
-        assert_eq!(parse_broker_url("mqtt://[::1]:7").unwrap(), ("::1".to_string(), 7));
+        let p = |u| parse_broker_url(u).map(|b| (b.host, b.port, b.tls)).unwrap();
+        assert_eq!(p("mqtt://host"), ("host".to_string(), 1883, false));
+        assert_eq!(p("tcp://h:1/"), ("h".to_string(), 1, false));
+        assert_eq!(p("mqtt://[::1]:7"), ("::1".to_string(), 7, false));
+        assert_eq!(p("mqtts://loa.example.vn"), ("loa.example.vn".to_string(), 8883, true));
         assert!(parse_broker_url("mqtt://").is_err());
         assert!(parse_broker_url("mqtt://:80").is_err());
     }

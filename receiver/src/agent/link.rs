@@ -4,14 +4,18 @@
 //! session number on every connect, and reconnects after a failure with the shared [`Backoff`] and jitter. It
 //! forwards what arrives as [`LinkEvent`]s; the agent publishes through the [`AsyncClient`] with `try_publish`
 //! (never waiting on the link, so neither side can block the other). On cancel it publishes `offline` itself
-//! and disconnects cleanly.
+//! and disconnects cleanly. With `mqtts://` the connection is TLS ([`LinkConfig::tls`], built by
+//! [`crate::config`]); a certificate that is not trusted or not for the host is logged as such (a warning naming
+//! `ca_file` and the host name) and retried with the same backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use loa_protocol::{Backoff, Message, Status, StatusState};
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -48,6 +52,8 @@ pub(crate) struct LinkConfig {
     pub keepalive: Duration,
     pub status_topic: String,
     pub subscription: String,
+    /// TLS client configuration (`mqtts://`); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 fn status(state: StatusState, session: u64) -> Vec<u8> {
@@ -77,6 +83,9 @@ pub(crate) fn spawn(
     opts.set_clean_session(true);
     opts.set_keep_alive(cfg.keepalive);
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    if let Some(tls) = &cfg.tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
+    }
     let session = new_session(clock.as_ref());
     opts.set_last_will(will(&cfg, session));
     let (client, eventloop) = AsyncClient::new(opts, 512);
@@ -137,6 +146,14 @@ async fn run(
                     if tx.send(LinkEvent::Disconnected).await.is_err() {
                         break;
                     }
+                } else if matches!(e, ConnectionError::Tls(_)) {
+                    tracing::warn!(
+                        broker = %cfg.host,
+                        port = cfg.port,
+                        error = %e,
+                        "TLS handshake failed: the broker's certificate is not trusted or not for this host name \
+                         (check ca_file and the host in broker_url)"
+                    );
                 } else {
                     tracing::debug!(error = %e, "cannot connect");
                 }

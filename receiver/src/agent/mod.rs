@@ -162,6 +162,7 @@ impl Receiver {
             keepalive: Duration::from_secs(self.cfg.keepalive_s),
             status_topic: self.checked.topics.status(&self.checked.id),
             subscription: self.checked.topics.receiver_subscription(&self.checked.id),
+            tls: self.checked.tls.clone(),
         };
         let (client, mut link_rx, link_task) = link::spawn(link_cfg, Arc::clone(&self.clock), link_cancel.clone());
         let mut agent = Agent::new(self, client);
