@@ -6,11 +6,15 @@
 //! bulletins; [`demo`] is the README's main job: a controller with its embedded broker and SQLite, seeded on
 //! first run with a demo province, communes and villages, and one simulated receiver per village writing what it
 //! plays to WAV files; [`run`] is `loa-sim run`, a standing fleet against any controller; [`bench`] holds the
-//! `wire` and `bulk` benchmarks. The `loa-sim` binary exposes them.
+//! benchmarks (`wire`, `bulk`, `emergency`, `fleet`); [`soak`] is the long run under faults judged for lost,
+//! late, duplicate and corrupt plays; [`procs`] runs the real `loa-controller` and Mosquitto as child processes
+//! for those two. The `loa-sim` binary exposes them.
 
 pub mod api;
 pub mod bench;
 pub mod demo;
 pub mod fleet;
 pub mod link;
+pub mod procs;
 pub mod run;
+pub mod soak;

@@ -269,9 +269,11 @@ pub fn store_report(
                   WHERE id = ?1 AND receiver_id = ?2 AND status NOT IN ('played', 'cancelled')",
                 params![play_id, receiver, at, reason],
             )?,
+            // Also over `playing`: a play cut off on air by a power cut or a device fault is missed, with its
+            // start kept.
             PlayUpdate::Missed(reason) => tx.execute(
                 "UPDATE plays SET status = 'missed', reason = ?3
-                  WHERE id = ?1 AND receiver_id = ?2 AND status NOT IN ('played', 'playing', 'cancelled')",
+                  WHERE id = ?1 AND receiver_id = ?2 AND status NOT IN ('played', 'preempted', 'cancelled')",
                 params![play_id, receiver, reason],
             )?,
         };

@@ -66,7 +66,7 @@ pub struct EmergencyFigures {
 /// Runs one pass per profile; prints a table (and one JSON line per pass with `json`); returns the figures.
 pub async fn run(options: EmergencyOptions, json: bool) -> anyhow::Result<Vec<EmergencyFigures>> {
     // Each receiver holds a broker connection and its relay two more: far past the default 1,024 descriptors.
-    let fds = super::fleet::raise_fd_limit();
+    let fds = crate::procs::raise_fd_limit();
     tracing::info!(fds, "file descriptor limit");
     let mut all = Vec::new();
     for profile in &options.profiles {

@@ -9,8 +9,7 @@
 //! controller's CPU in that phase and in total, its peak RSS (goal ≤ 300 MB), Mosquitto's peak RSS and CPU, and
 //! this process's RSS ÷ receivers ("receiver memory").
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -23,6 +22,7 @@ use tokio::time::Instant;
 use super::setup;
 use crate::api::ApiClient;
 use crate::fleet::{Fleet, SimReceiver};
+use crate::procs::{self, raise_fd_limit, read_u64, tail, ControllerProcess, MosquittoProcess, Proc};
 
 /// Which broker the controller uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,8 @@ impl BrokerKind {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// `embedded` or `mosquitto`.
+    pub fn name(self) -> &'static str {
         match self {
             BrokerKind::Embedded => "embedded",
             BrokerKind::Mosquitto => "mosquitto",
@@ -80,169 +81,6 @@ impl Default for FleetOptions {
             in_flight: 32,
         }
     }
-}
-
-/// Utime + stime in clock ticks from the text of `/proc/PID/stat` (fields 14 and 15; the command name in
-/// parentheses may hold spaces and parentheses, so fields are counted after its last `)`).
-pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-/// A `kB` value such as `VmHWM` or `VmRSS`, or a plain count such as `Threads`, from `/proc/PID/status`.
-pub fn status_value(status: &str, key: &str) -> Option<u64> {
-    status.lines().find_map(|line| {
-        let (k, v) = line.split_once(':')?;
-        (k.trim() == key).then(|| v.split_whitespace().next()?.parse().ok())?
-    })
-}
-
-/// Reads a process's counters from `/proc`.
-#[derive(Debug, Clone, Copy)]
-struct Proc {
-    pid: u32,
-    ticks_per_s: f64,
-}
-
-impl Proc {
-    fn cpu_s(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        stat_cpu_ticks(&stat).unwrap_or(0) as f64 / self.ticks_per_s
-    }
-
-    fn status(&self, key: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        status_value(&status, key).unwrap_or(0)
-    }
-
-    fn mb(&self, key: &str) -> f64 {
-        self.status(key) as f64 / 1024.0
-    }
-
-    fn open_files(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map(|d| d.count()).unwrap_or(0)
-    }
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100, the Linux value, if that fails).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// Raises this process's open-file limit (children inherit it): the hard limit too when privileged, else the
-/// soft limit up to the hard one. Returns the soft limit in force.
-pub fn raise_fd_limit() -> u64 {
-    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse::<u64>().ok());
-    let want = nr_open.unwrap_or(hard).min(262_144).max(hard);
-    if rlimit::setrlimit(rlimit::Resource::NOFILE, want, want).is_ok() {
-        return want;
-    }
-    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(hard)
-}
-
-fn read_u64(path: &str) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-/// A child process killed when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-async fn start_mosquitto(dir: &Path) -> anyhow::Result<(Guard, String)> {
-    let program = ["mosquitto", "/usr/sbin/mosquitto"]
-        .into_iter()
-        .find(|p| Command::new(p).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
-        .context("mosquitto is not installed (apt-get install mosquitto)")?;
-    let port = free_port()?;
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmessage_size_limit 1048576\n"),
-    )?;
-    let log = std::fs::File::create(dir.join("mosquitto.log"))?;
-    let child = Command::new(program).arg("-c").arg(&conf).stdout(Stdio::null()).stderr(log).spawn()?;
-    let guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        if Instant::now() > deadline {
-            bail!("mosquitto did not listen on {port}: {}", tail(&dir.join("mosquitto.log"), 15));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok((guard, format!("mqtt://127.0.0.1:{port}")))
-}
-
-/// Starts `loa-controller` with its data in `dir`; returns it and its API client (the admin token is read from
-/// its output, which goes to `dir/controller.log`).
-async fn start_controller(dir: &Path, broker: Option<&str>) -> anyhow::Result<(Guard, ApiClient)> {
-    let exe = std::env::current_exe()?.with_file_name("loa-controller");
-    if !exe.is_file() {
-        bail!(
-            "{} is missing: build it first: cargo build --release -p loa-controller -p loa-firmware-sim",
-            exe.display()
-        );
-    }
-    let data = dir.join("data");
-    let log_path = dir.join("controller.log");
-    let log = std::fs::File::create(&log_path)?;
-    let http = format!("127.0.0.1:{}", free_port()?);
-    let mut cmd = Command::new(&exe);
-    cmd.arg("--data-dir").arg(&data).arg("--http-listen").arg(&http);
-    match broker {
-        Some(url) => cmd.arg("--broker").arg(url),
-        None => cmd.arg("--mqtt-listen").arg(format!("127.0.0.1:{}", free_port()?)),
-    };
-    // rumqttd logs every failed accept in a tight loop when out of file descriptors (gigabytes per minute).
-    cmd.env("RUST_LOG", "info,rumqttd=off").env("NO_COLOR", "1");
-    let child = cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?;
-    let mut guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let token = loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(t) = text.lines().find_map(|l| l.split("admin token: ").nth(1)?.split_whitespace().next()) {
-            break t.to_string();
-        }
-        if let Some(status) = guard.0.try_wait()? {
-            bail!("loa-controller exited ({status}):\n{}", tail(&log_path, 15));
-        }
-        if Instant::now() > deadline {
-            bail!("loa-controller printed no admin token within 30 s:\n{}", tail(&log_path, 15));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let api = ApiClient::new(&format!("http://{http}"), &token);
-    while api.get("/areas").await.is_err() {
-        if Instant::now() > deadline {
-            bail!("the controller's API did not come up:\n{}", tail(&log_path, 15));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok((guard, api))
 }
 
 /// A province without quiet hours and `villages` villages in it.
@@ -301,7 +139,7 @@ struct Online {
 async fn poll_online(api: ApiClient, ctl: Proc, n: usize, since: Instant, spread: Duration) -> Online {
     let (mut samples, mut peak_fds, mut best, mut last_gain) = (Vec::new(), 0, 0, Instant::now());
     let timeout = spread + Duration::from_secs(600);
-    let limit = fd_limit(ctl.pid).unwrap_or(u64::MAX) as usize;
+    let limit = ctl.fd_limit().unwrap_or(u64::MAX) as usize;
     let mut fds_full_since: Option<Instant> = None;
     loop {
         let fds = ctl.open_files();
@@ -330,12 +168,6 @@ async fn poll_online(api: ApiClient, ctl: Proc, n: usize, since: Instant, spread
     Online { samples, peak_fds }
 }
 
-/// The soft `Max open files` of a process (`/proc/PID/limits`).
-fn fd_limit(pid: u32) -> Option<u64> {
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
-    limits.lines().find(|l| l.starts_with("Max open files"))?.split_whitespace().nth(3)?.parse().ok()
-}
-
 /// Percentile `p` (0..=100) of sorted values.
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     let last = sorted.len().checked_sub(1)?;
@@ -350,7 +182,7 @@ fn round1(x: f64) -> f64 {
 /// line, after the table); returns those objects.
 pub async fn run(options: FleetOptions, json: bool) -> anyhow::Result<Vec<Value>> {
     let fds = raise_fd_limit();
-    let ticks = clock_ticks();
+    let ticks = procs::clock_ticks();
     let (_, nproc) = rlimit::getrlimit(rlimit::Resource::NPROC).unwrap_or((0, 0));
     let threads_max = read_u64("/proc/sys/kernel/threads-max").unwrap_or(0);
     let pid_max = read_u64("/proc/sys/kernel/pid_max").unwrap_or(0);
@@ -394,12 +226,14 @@ async fn one(kind: BrokerKind, o: &FleetOptions, ticks: f64) -> anyhow::Result<V
     let n = o.receivers.max(1);
     let dir = tempfile::tempdir()?;
     let mosquitto = match kind {
-        BrokerKind::Mosquitto => Some(start_mosquitto(dir.path()).await?),
+        BrokerKind::Mosquitto => Some(MosquittoProcess::start(dir.path()).await?),
         BrokerKind::Embedded => None,
     };
-    let broker_proc = mosquitto.as_ref().map(|(g, _)| Proc { pid: g.0.id(), ticks_per_s: ticks });
-    let (controller, api) = start_controller(dir.path(), mosquitto.as_ref().map(|(_, url)| url.as_str())).await?;
-    let ctl = Proc { pid: controller.0.id(), ticks_per_s: ticks };
+    let broker_proc = mosquitto.as_ref().map(|m| Proc { pid: m.pid(), ticks_per_s: ticks });
+    let exe = ControllerProcess::exe_beside_me()?;
+    let controller = ControllerProcess::start(&exe, dir.path(), mosquitto.as_ref().map(|m| m.url()).as_deref()).await?;
+    let api = controller.api.clone();
+    let ctl = Proc { pid: controller.pid(), ticks_per_s: ticks };
     let me = Proc { pid: std::process::id(), ticks_per_s: ticks };
     let threads_before = me.status("Threads");
 
@@ -439,15 +273,15 @@ async fn one(kind: BrokerKind, o: &FleetOptions, ticks: f64) -> anyhow::Result<V
     let online = samples.last().map(|s| s.1).unwrap_or(0);
     if online < n {
         let broker_files = broker_proc
-            .map(|p| format!(", Mosquitto {} (limit {})", p.open_files(), fd_limit(p.pid).unwrap_or(0)))
+            .map(|p| format!(", Mosquitto {} (limit {})", p.open_files(), p.fd_limit().unwrap_or(0)))
             .unwrap_or_default();
         bail!(
             "only {online} of {n} receivers came online (no progress for 60 s, or out of files for 30 s); files \
              open: the controller up to {peak_fds} (limit {}){broker_files}, this process {} (limit {}); \
              controller's last lines:\n{}",
-            fd_limit(ctl.pid).unwrap_or(0),
+            ctl.fd_limit().unwrap_or(0),
             me.open_files(),
-            fd_limit(me.pid).unwrap_or(0),
+            me.fd_limit().unwrap_or(0),
             tail(&dir.path().join("controller.log"), 4)
         );
     }
@@ -571,28 +405,6 @@ fn print_table(results: &[Value]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proc_stat_cpu_ticks() {
-        let stat = "4242 (loa (con) ller) S 1 4242 4242 0 -1 4194560 1200 0 0 0 731 95 0 0 20 0 9 0 5123 1 2";
-        assert_eq!(stat_cpu_ticks(stat), Some(826));
-        assert_eq!(stat_cpu_ticks("4242 (x) S 1 2"), None);
-        assert_eq!(stat_cpu_ticks("garbage"), None);
-        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-        assert!(stat_cpu_ticks(&own).is_some(), "{own}");
-    }
-
-    #[test]
-    fn proc_status_values() {
-        let status =
-            "Name:\tloa-controller\nVmPeak:\t  900000 kB\nVmHWM:\t  123456 kB\nVmRSS:\t   99999 kB\nThreads:\t7\n";
-        assert_eq!(status_value(status, "VmHWM"), Some(123_456));
-        assert_eq!(status_value(status, "VmRSS"), Some(99_999));
-        assert_eq!(status_value(status, "Threads"), Some(7));
-        assert_eq!(status_value(status, "VmSwap"), None);
-        let own = std::fs::read_to_string("/proc/self/status").unwrap();
-        assert!(status_value(&own, "VmHWM").unwrap() > 0);
-    }
 
     #[test]
     fn broker_choices_and_percentiles() {

@@ -129,15 +129,22 @@ fn tune(config: &str, tuning: ReceiverTuning) -> anyhow::Result<String> {
 /// Writes `seconds` of a speech-like signal (a voice of drifting pitch with harmonics, syllable-rate envelope and
 /// pauses between phrases), 16 kHz mono, to `path`.
 pub fn speech_wav(path: &Path, seconds: u32) -> anyhow::Result<()> {
+    speech_wav_voice(path, seconds, 0)
+}
+
+/// Like [`speech_wav`] in another voice: each `voice` number gives a different pitch and breath noise, so that
+/// bulletins made from different voices are different files.
+pub fn speech_wav_voice(path: &Path, seconds: u32, voice: u32) -> anyhow::Result<()> {
     let rate = 16_000u32;
     let spec =
         hound::WavSpec { channels: 1, sample_rate: rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
     let mut w = hound::WavWriter::create(path, spec)?;
     let mut phase = 0.0f64;
-    let mut noise = 0x1234_5678u32;
+    let mut noise = 0x1234_5678u32 ^ voice.wrapping_mul(0x9E37_79B9);
+    let base = 110.0 + f64::from(voice % 17) * 5.0;
     for n in 0..rate * seconds {
         let t = f64::from(n) / f64::from(rate);
-        let pitch = 130.0 + 35.0 * (t * 0.9).sin() + 15.0 * (t * 3.1).sin();
+        let pitch = base + 20.0 + 35.0 * (t * 0.9).sin() + 15.0 * (t * 3.1).sin();
         phase += 2.0 * std::f64::consts::PI * pitch / f64::from(rate);
         let syllable = (0.5 + 0.5 * (t * 2.0 * std::f64::consts::PI * 4.3).sin()).powi(2);
         let phrase = if (t % 7.0) > 6.2 { 0.05 } else { 1.0 };
@@ -174,8 +181,13 @@ pub struct Bulletin {
 
 /// Uploads a generated speech-like bulletin of `seconds` and waits until it is encoded.
 pub async fn bulletin(api: &ApiClient, dir: &Path, seconds: u32) -> anyhow::Result<Bulletin> {
-    let wav = dir.join(format!("speech-{seconds}s.wav"));
-    speech_wav(&wav, seconds)?;
+    bulletin_voice(api, dir, seconds, 0).await
+}
+
+/// Like [`bulletin`] in another voice ([`speech_wav_voice`]).
+pub async fn bulletin_voice(api: &ApiClient, dir: &Path, seconds: u32, voice: u32) -> anyhow::Result<Bulletin> {
+    let wav = dir.join(format!("speech-{seconds}s-{voice}.wav"));
+    speech_wav_voice(&wav, seconds, voice)?;
     let id = api.upload(&wav, "Bản tin thử", "other", "vi").await?;
     let b = api.wait_encoded(&id, Duration::from_secs(300)).await?;
     ensure!(b["status"] == "ready", "bulletin not encoded: {b}");
@@ -190,7 +202,11 @@ pub async fn bulletin(api: &ApiClient, dir: &Path, seconds: u32) -> anyhow::Resu
 
 /// Schedules `bulletin` for `area` `ahead` from now.
 pub async fn schedule(api: &ApiClient, bulletin: &str, area: i64, ahead: Duration) -> anyhow::Result<i64> {
-    let at_ms = (now_ms() + ahead.as_millis() as i64) / 1000 * 1000;
+    schedule_at(api, bulletin, area, (now_ms() + ahead.as_millis() as i64) / 1000 * 1000).await
+}
+
+/// Schedules `bulletin` for `area` once at `at_ms` (UTC ms); returns the schedule id.
+pub async fn schedule_at(api: &ApiClient, bulletin: &str, area: i64, at_ms: i64) -> anyhow::Result<i64> {
     let at = loa_protocol::Timestamp::from_unix_ms(at_ms)?.to_datetime().to_rfc3339();
     let s: Value = api
         .post(

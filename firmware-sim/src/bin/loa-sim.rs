@@ -1,7 +1,7 @@
 //! `loa-sim`: simulated Loa receivers. `loa-sim demo` is the README's main job: a controller with its embedded
 //! broker and SQLite, seeded with demo villages, and one simulated receiver per village behind emulated links.
 //! `loa-sim run` keeps a fleet of receivers running against any controller; `loa-sim bench wire|bulk|emergency|fleet` are
-//! the benchmarks (docs/benchmarks.md).
+//! the benchmarks and `loa-sim soak` the long run under faults (docs/benchmarks.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ use loa_firmware_sim::demo::{self, DemoOptions};
 use loa_firmware_sim::fleet::{ClockFault, PowerCuts};
 use loa_firmware_sim::link::{self, LinkProfile, OutageSchedule};
 use loa_firmware_sim::run::{self, RunOptions};
+use loa_firmware_sim::soak;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -80,6 +81,41 @@ enum Cmd {
         /// Seconds between status lines.
         #[arg(long, default_value_t = 10)]
         status_every_s: u64,
+    },
+    /// A long run under faults (loss, link failures, power cuts, a broker restart, a controller SIGKILL), judged
+    /// for late, missing, duplicate and corrupt plays and lost reports (the controller runs as a child process:
+    /// build loa-controller first). Fails if anything was lost.
+    Soak {
+        /// The suite's short version: 100 receivers, 2 minutes (other flags still apply on top).
+        #[arg(long)]
+        short: bool,
+        /// Number of receivers.
+        #[arg(long)]
+        receivers: Option<usize>,
+        /// Minutes during which bulletins keep being scheduled.
+        #[arg(long)]
+        minutes: Option<f64>,
+        /// embedded or mosquitto.
+        #[arg(long, default_value = "mosquitto")]
+        broker: String,
+        /// Link profile mix.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Segment loss on every link, percent.
+        #[arg(long)]
+        loss_percent: Option<f64>,
+        /// Share of receivers losing power after each schedule, percent.
+        #[arg(long)]
+        power_cut_percent: Option<f64>,
+        /// Keep the data, logs and receiver disks in this folder.
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// The loa-controller binary (default: beside loa-sim).
+        #[arg(long)]
+        controller_exe: Option<PathBuf>,
+        /// Print one JSON object of the figures as the last line.
+        #[arg(long)]
+        json: bool,
     },
     /// Benchmarks over emulated links.
     Bench {
@@ -235,6 +271,45 @@ async fn main() -> anyhow::Result<()> {
                 status_every: Duration::from_secs(status_every_s.max(1)),
             };
             run::run(options, cancel).await
+        }
+        Cmd::Soak {
+            short,
+            receivers,
+            minutes,
+            broker,
+            profile,
+            loss_percent,
+            power_cut_percent,
+            work_dir,
+            controller_exe,
+            json,
+        } => {
+            let mut o = if short { soak::SoakOptions::short() } else { soak::SoakOptions::default() };
+            let [broker] = fleet_bench::BrokerKind::parse_choice(&broker)?[..] else {
+                anyhow::bail!("the soak runs with one broker: embedded or mosquitto");
+            };
+            o.broker = broker;
+            o.receivers = receivers.unwrap_or(o.receivers);
+            if let Some(m) = minutes {
+                anyhow::ensure!(m > 0.0 && m.is_finite(), "--minutes must be positive");
+                o.duration = Duration::from_secs_f64(m * 60.0);
+            }
+            o.profile = profile.unwrap_or(o.profile);
+            link::parse(&o.profile)?;
+            o.loss_percent = loss_percent.unwrap_or(o.loss_percent);
+            o.power_cut_percent = power_cut_percent.unwrap_or(o.power_cut_percent);
+            o.work_dir = work_dir;
+            o.controller_exe = controller_exe;
+            tokio::select! {
+                r = soak::run(o) => {
+                    let figures = r?;
+                    if json {
+                        println!("{figures}");
+                    }
+                    Ok(())
+                }
+                _ = cancel.cancelled() => Ok(()),
+            }
         }
         Cmd::Bench { scenario: Bench::Wire { common, receivers, seconds } } => {
             let options = wire::WireOptions { groups: groups(&receivers)?, seconds, tuning: tuning(&common) };

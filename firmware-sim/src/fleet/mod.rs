@@ -8,14 +8,18 @@
 //! restarts of the member, and [`Fleet::relay`] gives its counters and controls (outage, disconnect). The device
 //! may also have a wrong clock ([`ClockFault`]) and random power cuts ([`PowerCuts`]). Every member has
 //! [`DeviceFaults`] ([`Fleet::faults`]: disk full, speaker line open/short, amplifier fault, kept across restarts)
-//! and its air events ([`Fleet::air_events`], or all members' at once with [`Fleet::all_air_events`]).
+//! and its air events ([`Fleet::air_events`], or all members' at once with [`Fleet::all_air_events`]). A fleet
+//! that [`Fleet::record_plays`] gives its members without a WAV folder a [`DigestSink`] that records a digest
+//! of every play's sound.
 
 mod device;
+mod digest;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use loa_receiver::amp::SimulatedAmp;
 use loa_receiver::clock::{Clock, SimClock, SystemClock};
 use loa_receiver::config::ReceiverConfig;
 use loa_receiver::{AirEvent, DeviceFaults, Receiver};
@@ -25,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use device::{broker_host_port, ClockFault, ClockFaultError, PowerCuts, SimDevice};
+pub use digest::{DigestSink, PlayLog, PlayRecord};
 
 use crate::link::{LinkProfile, LinkStats, Relay, RelayHandle};
 
@@ -78,6 +83,8 @@ struct Core {
     index: usize,
     air: broadcast::Sender<AirEvent>,
     fleet_air: broadcast::Sender<(usize, AirEvent)>,
+    /// Where its [`DigestSink`] records plays, if the fleet records them.
+    play_log: Option<PlayLog>,
 }
 
 /// Air events kept for a slow subscriber.
@@ -99,6 +106,8 @@ pub struct Fleet {
     faults: CancellationToken,
     /// Link relays (cancelled after the members stop).
     links: CancellationToken,
+    /// Set by [`Fleet::record_plays`].
+    play_log: Option<PlayLog>,
 }
 
 impl Default for Fleet {
@@ -108,6 +117,7 @@ impl Default for Fleet {
             air: broadcast::channel(4 * AIR_EVENTS).0,
             faults: CancellationToken::new(),
             links: CancellationToken::new(),
+            play_log: None,
         }
     }
 }
@@ -116,6 +126,12 @@ impl Fleet {
     /// An empty fleet.
     pub fn new() -> Self {
         Fleet::default()
+    }
+
+    /// Members added from now on that play into the null sink play into a [`DigestSink`] recording into the
+    /// returned log instead (same pacing; one record per play).
+    pub fn record_plays(&mut self) -> PlayLog {
+        self.play_log.get_or_insert_with(PlayLog::new).clone()
     }
 
     /// How many members.
@@ -205,6 +221,7 @@ impl Fleet {
             index: self.members.len(),
             air: broadcast::channel(AIR_EVENTS).0,
             fleet_air: self.air.clone(),
+            play_log: self.play_log.clone(),
         });
         let started = start(&core);
         if let Err(e) = started {
@@ -255,6 +272,28 @@ impl Fleet {
                         tracing::warn!(receiver = %core.id, error = %e, "simulated receiver did not come back after a power cut");
                     }
                 }
+            }
+        });
+        Ok(())
+    }
+
+    /// Cuts member `i`'s power `at` from now and gives it back `off` later (in the background; the fleet must
+    /// live on).
+    pub fn power_cut_after(&self, i: usize, at: Duration, off: Duration) -> Result<(), FleetError> {
+        let core = self.member(i)?.core.clone();
+        let token = self.faults.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = async {
+                    tokio::time::sleep(at).await;
+                    tracing::info!(receiver = %core.id, off_ms = off.as_millis() as u64, "simulated power cut");
+                    kill(&core).await;
+                    tokio::time::sleep(off).await;
+                    if let Err(e) = start(&core) {
+                        tracing::warn!(receiver = %core.id, error = %e, "simulated receiver did not come back after a power cut");
+                    }
+                } => {}
             }
         });
         Ok(())
@@ -376,7 +415,14 @@ fn start(core: &Core) -> Result<(), FleetError> {
     if let Some(url) = &core.broker_url {
         cfg.broker_url = url.clone();
     }
-    let receiver = Receiver::from_config(cfg, core.clock.clone())?.with_faults(core.faults.clone());
+    let receiver = match &core.play_log {
+        Some(log) if core.spec.wav_dir.is_none() => {
+            let sink = Box::new(DigestSink::new(core.index, log.clone()));
+            Receiver::new(cfg, sink, Box::new(SimulatedAmp::new()), core.clock.clone())?
+        }
+        _ => Receiver::from_config(cfg, core.clock.clone())?,
+    };
+    let receiver = receiver.with_faults(core.faults.clone());
     let mut air = receiver.air_events();
     let (to_member, to_fleet, index) = (core.air.clone(), core.fleet_air.clone(), core.index);
     tokio::spawn(async move {

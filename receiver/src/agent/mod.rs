@@ -166,6 +166,9 @@ impl Receiver {
         };
         let (client, mut link_rx, link_task) = link::spawn(link_cfg, Arc::clone(&self.clock), link_cancel.clone());
         let mut agent = Agent::new(self, client);
+        if let Err(e) = agent.recover_interrupted() {
+            tracing::error!(error = %e, "cannot recover the plays a power cut interrupted");
+        }
         agent.refresh_downloads();
         let mut tick = tokio::time::interval(Duration::from_millis(TICK_MS));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

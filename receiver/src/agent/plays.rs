@@ -111,6 +111,22 @@ impl Agent {
         Ok(())
     }
 
+    /// After a power cut: a play that was handed to the player but had not gone on air is handed again if still
+    /// in time (the scheduler decides; past its latest start it is missed `powered_off`); one cut off on air is
+    /// reported missed `powered_off` (the controller keeps its start).
+    pub(super) fn recover_interrupted(&mut self) -> Result<(), ReceiverError> {
+        for (play, started) in self.rx.store.take_interrupted()? {
+            if started {
+                tracing::warn!(%play, "the power failed while this play was on air");
+                let at = self.now();
+                self.report(play, at, PlayEvent::Missed { reason: MissReason::PoweredOff })?;
+            } else {
+                tracing::info!(%play, "the power failed before this play went on air; it may still play");
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the controller's time is known (or the grace period after start is over).
     fn clock_settled(&self) -> bool {
         self.tracker.offset_ms().is_some() || self.started_at.elapsed() >= Duration::from_millis(CLOCK_GRACE_MS)
@@ -164,7 +180,7 @@ impl Agent {
         };
         let streaming = !growing.is_empty();
         tracing::info!(play = %play.id, at = %play.at, start_in_ms, streaming, "handing play to the player");
-        self.rx.store.mark_done(play.id.clone())?;
+        self.rx.store.mark_handed(play.id.clone())?;
         self.handed.insert(play.id.to_string(), Handed::new(play.id, growing));
         self.rx.player.play(request)?;
         Ok(())

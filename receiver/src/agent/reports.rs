@@ -75,6 +75,7 @@ impl Agent {
     fn ended(&mut self, play_id: &str, at: Timestamp, event: PlayEvent) -> Result<(), ReceiverError> {
         if let Some(h) = self.handed.remove(play_id) {
             let event = h.outcome(event);
+            self.rx.store.end_handed(&h.play)?;
             self.report(h.play, at, event)?;
         }
         Ok(())
@@ -95,6 +96,7 @@ impl Agent {
                         h.fault = Some(MissReason::AmpFault);
                     }
                     let play = h.play.clone();
+                    self.rx.store.mark_started(&play)?;
                     self.report(play, at, PlayEvent::Started)?;
                 }
             }

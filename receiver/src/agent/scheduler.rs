@@ -90,7 +90,12 @@ pub(crate) fn decide<'a>(
             && states.contains(&Readiness::Partial)
             && streamable(play);
         if now > play.latest_start() || all_expired {
-            let reason = if all_expired || emergency { MissReason::Expired } else { MissReason::NotDownloaded };
+            // Ready but past its latest start: the receiver was off (or restarting) at the time.
+            let reason = match (all_expired || emergency, complete) {
+                (true, _) => MissReason::Expired,
+                (false, true) => MissReason::PoweredOff,
+                (false, false) => MissReason::NotDownloaded,
+            };
             actions.push(Action::Missed { play, reason });
         } else if complete || stream {
             let items = states
@@ -168,6 +173,12 @@ mod tests {
         assert!(matches!(actions[..], [Action::Play { start_in_ms: 0, .. }]), "late but still allowed");
         let actions = decide(&plan, late.saturating_add_ms(1), 5000, |_| false, missing, |_| false);
         assert_eq!(actions, [Action::Missed { play: &plan.plays[0], reason: MissReason::NotDownloaded }]);
+        let actions = decide(&plan, late.saturating_add_ms(1), 5000, |_| false, ready, |_| false);
+        assert_eq!(
+            actions,
+            [Action::Missed { play: &plan.plays[0], reason: MissReason::PoweredOff }],
+            "ready but too late: the receiver was off"
+        );
         let expired = |_: &BulletinId, _| Readiness::Expired;
         let actions = decide(&plan, ts(T0), 5000, |_| false, expired, |_| false);
         assert!(actions.is_empty(), "an expired play is reported when it is due");

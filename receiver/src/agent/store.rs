@@ -29,6 +29,10 @@ struct Persisted {
     /// Plays of the current plan already handed to the player or reported missed.
     #[serde(default)]
     done: BTreeSet<PlayId>,
+    /// Plays handed to the player whose end is not reported yet, and whether each went on air. Left here by a
+    /// power cut: at the next start each is handed again (not started, still in time) or reported.
+    #[serde(default)]
+    handed: BTreeMap<PlayId, bool>,
 }
 
 /// The plan, manifests and sequence numbers held. See the module documentation.
@@ -171,6 +175,48 @@ impl Store {
         self.state.done.contains(play)
     }
 
+    /// Records that a play was handed to the player (done, and open until [`Store::end_handed`]).
+    pub(crate) fn mark_handed(&mut self, play: PlayId) -> Result<(), ReceiverError> {
+        self.state.done.insert(play.clone());
+        self.state.handed.insert(play, false);
+        self.save_state()
+    }
+
+    /// Records that a handed play went on air.
+    pub(crate) fn mark_started(&mut self, play: &PlayId) -> Result<(), ReceiverError> {
+        match self.state.handed.get_mut(play) {
+            Some(started) if !*started => {
+                *started = true;
+                self.save_state()
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that a handed play's end was reported.
+    pub(crate) fn end_handed(&mut self, play: &PlayId) -> Result<(), ReceiverError> {
+        if self.state.handed.remove(play).is_some() {
+            self.save_state()?;
+        }
+        Ok(())
+    }
+
+    /// Takes the plays a power cut left handed but not ended, with whether each went on air; those that did
+    /// not are no longer done (the scheduler may hand them again).
+    pub(crate) fn take_interrupted(&mut self) -> Result<Vec<(PlayId, bool)>, ReceiverError> {
+        if self.state.handed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let interrupted: Vec<(PlayId, bool)> = std::mem::take(&mut self.state.handed).into_iter().collect();
+        for (play, started) in &interrupted {
+            if !started {
+                self.state.done.remove(play);
+            }
+        }
+        self.save_state()?;
+        Ok(interrupted)
+    }
+
     /// Records that a play was handed to the player or reported missed, so a restart does not repeat it.
     pub(crate) fn mark_done(&mut self, play: PlayId) -> Result<(), ReceiverError> {
         if self.state.done.insert(play) {
@@ -184,6 +230,34 @@ impl Store {
 mod tests {
     use super::*;
     use crate::agent::testutil::{manifest_for, plan_with, signer, ts};
+
+    #[test]
+    fn plays_a_power_cut_interrupted_are_handed_again_or_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = signer();
+        let me = ReceiverId::new("rx-000000000001").unwrap();
+        let now = ts(1_800_000_000_000);
+        let keys = crate::agent::testutil::keys(&s);
+        let (waiting, on_air, ended) =
+            (PlayId::new("p1").unwrap(), PlayId::new("p2").unwrap(), PlayId::new("p3").unwrap());
+        {
+            let mut store = Store::open(dir.path(), &keys, &me, now).unwrap();
+            for p in [&waiting, &on_air, &ended] {
+                store.mark_handed(p.clone()).unwrap();
+            }
+            store.mark_started(&on_air).unwrap();
+            store.mark_started(&ended).unwrap();
+            store.end_handed(&ended).unwrap();
+            assert!(store.is_done(&waiting) && store.is_done(&on_air) && store.is_done(&ended));
+        } // the power fails
+        let mut store = Store::open(dir.path(), &keys, &me, now).unwrap();
+        let interrupted = store.take_interrupted().unwrap();
+        assert_eq!(interrupted, vec![(waiting.clone(), false), (on_air.clone(), true)]);
+        assert!(!store.is_done(&waiting), "not on air yet: the scheduler may hand it again");
+        assert!(store.is_done(&on_air) && store.is_done(&ended), "no play goes on air twice");
+        let mut store = Store::open(dir.path(), &keys, &me, now).unwrap();
+        assert!(store.take_interrupted().unwrap().is_empty(), "reported once");
+    }
 
     #[test]
     fn plan_manifests_and_seqs_survive_a_restart() {

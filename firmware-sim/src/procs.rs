@@ -1,0 +1,431 @@
+//! Child processes run by the fleet benchmark and the soak: the real `loa-controller` binary
+//! ([`ControllerProcess`]) and Mosquitto ([`MosquittoProcess`]), each killed when dropped and restartable on the
+//! same ports and data (a graceful SIGTERM, or SIGKILL for a crash); and what `/proc` says about a process
+//! ([`Proc`]: CPU seconds, peak memory, open files), so the figures of a child are its own.
+
+use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+use crate::api::ApiClient;
+
+/// Utime + stime in clock ticks from the text of `/proc/PID/stat` (fields 14 and 15; the command name in
+/// parentheses may hold spaces and parentheses, so fields are counted after its last `)`).
+pub fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// A `kB` value such as `VmHWM` or `VmRSS`, or a plain count such as `Threads`, from `/proc/PID/status`.
+pub fn status_value(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim() == key).then(|| v.split_whitespace().next()?.parse().ok())?
+    })
+}
+
+/// Reads a process's counters from `/proc`.
+#[derive(Debug, Clone, Copy)]
+pub struct Proc {
+    /// The process.
+    pub pid: u32,
+    /// `CLK_TCK` ([`clock_ticks`]).
+    pub ticks_per_s: f64,
+}
+
+impl Proc {
+    /// This process.
+    pub fn me() -> Proc {
+        Proc { pid: std::process::id(), ticks_per_s: clock_ticks() }
+    }
+
+    /// Process `pid`.
+    pub fn of(pid: u32) -> Proc {
+        Proc { pid, ticks_per_s: clock_ticks() }
+    }
+
+    /// CPU seconds used so far (user + system); 0 once it is gone.
+    pub fn cpu_s(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        stat_cpu_ticks(&stat).unwrap_or(0) as f64 / self.ticks_per_s
+    }
+
+    /// A value of `/proc/PID/status` (0 if unreadable).
+    pub fn status(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status_value(&status, key).unwrap_or(0)
+    }
+
+    /// A `kB` value of `/proc/PID/status` in MB.
+    pub fn mb(&self, key: &str) -> f64 {
+        self.status(key) as f64 / 1024.0
+    }
+
+    /// Files open now.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid)).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// The soft `Max open files` (`/proc/PID/limits`).
+    pub fn fd_limit(&self) -> Option<u64> {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid)).ok()?;
+        limits.lines().find(|l| l.starts_with("Max open files"))?.split_whitespace().nth(3)?.parse().ok()
+    }
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100, the Linux value, if that fails).
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .filter(|t| *t > 0.0)
+        .unwrap_or(100.0)
+}
+
+/// Raises this process's open-file limit (children inherit it): the hard limit too when privileged, else the
+/// soft limit up to the hard one. Returns the soft limit in force.
+pub fn raise_fd_limit() -> u64 {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let want = nr_open.unwrap_or(hard).min(262_144).max(hard);
+    if rlimit::setrlimit(rlimit::Resource::NOFILE, want, want).is_ok() {
+        return want;
+    }
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or(hard)
+}
+
+/// A number from a one-line file such as `/proc/sys/kernel/pid_max`.
+pub fn read_u64(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// TCP connections established to local `port` now, from `/proc/net/tcp` and `/proc/net/tcp6` of this
+/// network namespace (the broker's side of each client connection).
+pub fn established_to(port: u16) -> usize {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .map(|path| count_established(&std::fs::read_to_string(path).unwrap_or_default(), port))
+        .sum()
+}
+
+/// Lines of a `/proc/net/tcp` table whose local port is `port` and state `01` (established).
+pub fn count_established(table: &str, port: u16) -> usize {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port =
+                fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            local_port == Some(port) && fields.get(3) == Some(&"01")
+        })
+        .count()
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Sends SIGTERM and waits up to `grace` for the child to exit; then SIGKILL.
+async fn terminate(child: &mut Child, grace: Duration) -> anyhow::Result<()> {
+    let pid = Pid::from_raw(i32::try_from(child.id()).context("pid")?);
+    if child.try_wait()?.is_none() {
+        let _ = kill(pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            child.wait()?;
+            bail!("pid {pid} did not stop within {grace:?} of SIGTERM; killed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// `loa-controller` as a child process, with its log in `dir/controller.log`, killed when dropped.
+pub struct ControllerProcess {
+    child: Child,
+    exe: PathBuf,
+    args: Vec<OsString>,
+    log_path: PathBuf,
+    /// Its API, as the first-run admin.
+    pub api: ApiClient,
+    /// The port of its embedded broker (`None` with an external broker).
+    pub mqtt_port: Option<u16>,
+}
+
+impl ControllerProcess {
+    /// `loa-controller` in the same folder as this program (how cargo lays out a target directory).
+    pub fn exe_beside_me() -> anyhow::Result<PathBuf> {
+        let exe = std::env::current_exe()?.with_file_name("loa-controller");
+        if !exe.is_file() {
+            bail!(
+                "{} is missing: build it first: cargo build --release -p loa-controller -p loa-firmware-sim",
+                exe.display()
+            );
+        }
+        Ok(exe)
+    }
+
+    /// Starts `exe` with its data in `dir/data` on free loopback ports: its embedded broker, or the external
+    /// `broker` URL. Returns once its API answers, with the admin token it printed on first start.
+    pub async fn start(exe: &Path, dir: &Path, broker: Option<&str>) -> anyhow::Result<ControllerProcess> {
+        let http = format!("127.0.0.1:{}", free_port()?);
+        let mqtt_port = free_port()?;
+        let mut args: Vec<OsString> = vec!["--data-dir".into(), dir.join("data").into(), "--http-listen".into()];
+        args.push(http.clone().into());
+        match broker {
+            Some(url) => args.extend(["--broker".into(), url.into()]),
+            None => args.extend(["--mqtt-listen".into(), format!("127.0.0.1:{mqtt_port}").into()]),
+        }
+        let log_path = dir.join("controller.log");
+        std::fs::write(&log_path, "")?;
+        let child = spawn(exe, &args, &log_path)?;
+        let mut ctl = ControllerProcess {
+            child,
+            exe: exe.to_path_buf(),
+            args,
+            log_path,
+            api: ApiClient::new(&format!("http://{http}"), ""),
+            mqtt_port: broker.is_none().then_some(mqtt_port),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let token = loop {
+            let text = std::fs::read_to_string(&ctl.log_path).unwrap_or_default();
+            if let Some(t) = text.lines().find_map(|l| l.split("admin token: ").nth(1)?.split_whitespace().next()) {
+                break t.to_string();
+            }
+            ctl.check_alive(deadline, "printed no admin token")?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        ctl.api = ApiClient::new(&format!("http://{http}"), &token);
+        ctl.wait_api(deadline).await?;
+        Ok(ctl)
+    }
+
+    fn check_alive(&mut self, deadline: Instant, what: &str) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("loa-controller exited ({status}):\n{}", tail(&self.log_path, 15));
+        }
+        if Instant::now() > deadline {
+            bail!("loa-controller {what} within 30 s:\n{}", tail(&self.log_path, 15));
+        }
+        Ok(())
+    }
+
+    async fn wait_api(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        while self.api.get("/areas").await.is_err() {
+            self.check_alive(deadline, "API did not come up")?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// A crash: SIGKILL, no clean shutdown.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// A clean stop: SIGTERM, then it has 30 s to finish.
+    pub async fn terminate(&mut self) -> anyhow::Result<()> {
+        terminate(&mut self.child, Duration::from_secs(30)).await
+    }
+
+    /// Starts it again on the same data and ports (after [`Self::kill9`] or [`Self::terminate`]); returns once
+    /// its API answers. A port of the killed run may take a moment to be free: the start is retried.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.child = spawn(&self.exe, &self.args, &self.log_path)?;
+            match self.wait_api(deadline).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(exe: &Path, args: &[OsString], log_path: &Path) -> anyhow::Result<Child> {
+    let log = OpenOptions::new().create(true).append(true).open(log_path)?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    // rumqttd logs every failed accept in a tight loop when out of file descriptors (gigabytes per minute).
+    cmd.env("RUST_LOG", "info,rumqttd=off").env("NO_COLOR", "1");
+    Ok(cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?)
+}
+
+/// Mosquitto as a child process on a free loopback port, anonymous, keeping retained messages across restarts
+/// (persistence in its folder, saved when it stops), killed when dropped.
+pub struct MosquittoProcess {
+    child: Child,
+    program: &'static str,
+    conf: PathBuf,
+    log_path: PathBuf,
+    port: u16,
+}
+
+impl MosquittoProcess {
+    /// Starts it with its config, log and persistence file in `dir`.
+    pub async fn start(dir: &Path) -> anyhow::Result<MosquittoProcess> {
+        let program = ["mosquitto", "/usr/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| Command::new(p).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
+            .context("mosquitto is not installed (apt-get install mosquitto)")?;
+        let port = free_port()?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmessage_size_limit 1048576\npersistence true\n\
+                 persistence_location {}/\n",
+                dir.display()
+            ),
+        )?;
+        let log_path = dir.join("mosquitto.log");
+        std::fs::write(&log_path, "")?;
+        let child = Self::spawn(program, &conf, &log_path)?;
+        let mut m = MosquittoProcess { child, program, conf, log_path, port };
+        m.wait_listening().await?;
+        Ok(m)
+    }
+
+    fn spawn(program: &str, conf: &Path, log_path: &Path) -> anyhow::Result<Child> {
+        let log = OpenOptions::new().create(true).append(true).open(log_path)?;
+        Ok(Command::new(program).arg("-c").arg(conf).stdout(Stdio::null()).stderr(log).spawn()?)
+    }
+
+    async fn wait_listening(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("mosquitto exited ({status}): {}", tail(&self.log_path, 15));
+            }
+            if Instant::now() > deadline {
+                bail!("mosquitto did not listen on {}: {}", self.port, tail(&self.log_path, 15));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it (SIGTERM: it saves its retained messages) and starts it again on the same port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        terminate(&mut self.child, Duration::from_secs(30)).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.child = Self::spawn(self.program, &self.conf, &self.log_path)?;
+            match self.wait_listening().await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
+impl Drop for MosquittoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_cpu_ticks() {
+        let stat = "4242 (loa (con) ller) S 1 4242 4242 0 -1 4194560 1200 0 0 0 731 95 0 0 20 0 9 0 5123 1 2";
+        assert_eq!(stat_cpu_ticks(stat), Some(826));
+        assert_eq!(stat_cpu_ticks("4242 (x) S 1 2"), None);
+        assert_eq!(stat_cpu_ticks("garbage"), None);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+        assert!(stat_cpu_ticks(&own).is_some(), "{own}");
+    }
+
+    #[test]
+    fn proc_status_values() {
+        let status =
+            "Name:\tloa-controller\nVmPeak:\t  900000 kB\nVmHWM:\t  123456 kB\nVmRSS:\t   99999 kB\nThreads:\t7\n";
+        assert_eq!(status_value(status, "VmHWM"), Some(123_456));
+        assert_eq!(status_value(status, "VmRSS"), Some(99_999));
+        assert_eq!(status_value(status, "Threads"), Some(7));
+        assert_eq!(status_value(status, "VmSwap"), None);
+        let own = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(status_value(&own, "VmHWM").unwrap() > 0);
+        assert!(Proc::me().fd_limit().unwrap() > 0);
+    }
+
+    #[test]
+    fn established_connections_to_a_port() {
+        let table =
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:075B 00000000:0000 0A 00000000:00000000 00:00000000 00000000   100        0 1 1\n\
+   1: 0100007F:075B 0100007F:D4A2 01 00000000:00000000 00:00000000 00000000   100        0 2 1\n\
+   2: 0100007F:D4A2 0100007F:075B 01 00000000:00000000 00:00000000 00000000   100        0 3 1\n\
+   3: 0100007F:075B 0100007F:D4A4 06 00000000:00000000 00:00000000 00000000   100        0 4 1\n";
+        assert_eq!(count_established(table, 1883), 1, "the broker's side, established; not the listener");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let _server = listener.accept().unwrap();
+        assert_eq!(established_to(port), 1);
+    }
+}
