@@ -367,6 +367,7 @@ mod tests {
             urgent: Arc::default(),
             settings: Default::default(),
             commands: None,
+            audio_checks: crate::api::audio_checks(),
         };
         let woken = state.replan.clone();
         assert_eq!(resume_pending(&state), 1);

@@ -77,19 +77,17 @@ impl Drop for Upload {
     }
 }
 
-/// Uploads checked at once, at most: each decodes a whole recording, and the machine is small.
-static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-
 /// Refuses a saved upload that is not usable audio, before anything is stored: the file is decoded in full on a
 /// blocking thread ([`crate::encode_job::check_upload`], the encoder's own decoder and settings). On failure
 /// the file is deleted and the answer is 422 with what is wrong and what to do (a fault of the controller
-/// itself is a 500).
-pub(super) async fn check_audio(up: &mut Upload) -> Result<(), ApiError> {
+/// itself is a 500). At most [`AppState::audio_checks`] run at once, except for emergencies (`urgent`).
+pub(super) async fn check_audio(state: &AppState, up: &mut Upload, urgent: bool) -> Result<(), ApiError> {
     let Some(path) = up.file.clone() else {
         return Err(ApiError::unprocessable("attach the recording as the multipart field \"file\""));
     };
     let outcome = {
-        let _one_of_few = CHECKS.acquire().await.ok();
+        // An emergency does not queue behind ordinary uploads.
+        let _one_of_few = if urgent { None } else { state.audio_checks.acquire().await.ok() };
         tokio::task::spawn_blocking(move || encode_job::check_upload(&path)).await
     };
     let refusal = match outcome {
@@ -287,7 +285,7 @@ async fn upload(
     let (title, category) = (up.title.as_deref().unwrap_or_default(), up.category.as_deref().unwrap_or("other"));
     // The fields first (cheap), then the audio (decoded in full), then the store; a refusal drops the upload.
     check_new_bulletin(title, category, &language)?;
-    check_audio(&mut up).await?;
+    check_audio(&state, &mut up, false).await?;
     let created = state.store.create_bulletin_as(
         up.title.as_deref().unwrap_or_default(),
         up.category.as_deref().unwrap_or("other"),
@@ -357,7 +355,7 @@ async fn add_variant(
         return Err(ApiError::unprocessable("say which language this recording is in (field \"language\")"));
     };
     check_new_variant(&language)?;
-    check_audio(&mut up).await?;
+    check_audio(&state, &mut up, false).await?;
     let variant = match state.store.add_variant(&id, &language, state.now_ms()) {
         Ok(v) => v,
         Err(e) => {

@@ -166,7 +166,7 @@ async fn send_upload(state: AppState, user: CurrentUser, mp: Multipart) -> Resul
     // A recording that cannot be played is refused now, while the official is still there to send another
     // (after the cheap checks of the fields, before anything is stored).
     check_new_bulletin(&title, &category, &language)?;
-    check_audio(&mut up).await?;
+    check_audio(&state, &mut up, true).await?;
     let (id, variant) = match state.store.create_bulletin_as(&title, &category, &language, &owner, state.now_ms()) {
         Ok(ok) => ok,
         Err(e) => {
