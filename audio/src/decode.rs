@@ -3,14 +3,16 @@
 //! Ogg Opus goes through libopus (see [`crate::ogg`]); everything else (WAV in any PCM flavour, mu-law, A-law,
 //! MP3, AAC in MP4/M4A, FLAC, Ogg Vorbis) through symphonia. The length cap is checked from the headers before
 //! decoding where the format states its length, and again while decoding where it does not. A file whose header
-//! promises more audio than it holds is reported as cut short. Channels are averaged to mono packet by packet,
-//! so a long stereo recording never sits in memory twice.
+//! promises more audio than it holds is reported as cut short (an uncompressed one before its length is held
+//! against the cap). Channels are averaged to mono packet by packet, so a long stereo recording never sits in
+//! memory twice; [`decode_each`] hands each piece to the caller instead of keeping it (for [`crate::check()`]).
 
 use std::io::Cursor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::audio::well_known::{CODEC_ID_PCM_MULAW, CODEC_ID_PCM_S32LE};
+use symphonia::core::codecs::audio::{AudioCodecParameters, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, TrackType};
@@ -62,42 +64,105 @@ pub fn duration_of(frames: u64, rate: u32) -> Duration {
     Duration::from_secs_f64(frames as f64 / f64::from(rate))
 }
 
+/// What a decode found, besides the samples: the input's format and shape, and how many mono frames it gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// Container/codec name, e.g. "wav/pcm_s16le", "mp3", "ogg/opus".
+    pub format: String,
+    /// Channels in the input.
+    pub input_channels: u16,
+    /// Sample rate of the samples, in Hz.
+    pub rate: u32,
+    /// Mono frames decoded.
+    pub frames: u64,
+}
+
+impl Decoded {
+    /// Length of the audio.
+    pub fn duration(&self) -> Duration {
+        duration_of(self.frames, self.rate)
+    }
+}
+
+/// Where [`decode_each`] hands the decoded audio: `(rate, mono samples)`, piece by piece in order, the rate the
+/// same on every call. An error stops the decode and is returned as is.
+pub type Sink<'a> = dyn FnMut(u32, &[f32]) -> Result<(), AudioError> + 'a;
+
 /// Decodes a whole file held in memory. Never panics: a panic inside a third-party decoder is turned into
 /// [`AudioError::Corrupt`].
 pub fn decode(bytes: &[u8], opts: &DecodeOptions) -> Result<Pcm, AudioError> {
+    let mut samples = Vec::new();
+    let decoded = decode_each(bytes, opts, &mut |_, piece| {
+        samples.extend_from_slice(piece);
+        Ok(())
+    })?;
+    Ok(Pcm { format: decoded.format, input_channels: decoded.input_channels, rate: decoded.rate, samples })
+}
+
+/// [`decode`] without keeping the audio: each decoded piece (mono, at the input's rate) goes to `sink` as soon as
+/// it is decoded, so a check of a long recording needs little memory. Same checks, same errors, never panics.
+pub fn decode_each(bytes: &[u8], opts: &DecodeOptions, sink: &mut Sink<'_>) -> Result<Decoded, AudioError> {
     if bytes.is_empty() {
         return Err(AudioError::Empty);
     }
-    let pcm = match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, opts))) {
+    let decoded = match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, opts, sink))) {
         Ok(result) => result?,
         Err(_) => return Err(AudioError::corrupt(0, "the decoder could not make sense of this file")),
     };
-    if pcm.samples.is_empty() {
+    if decoded.frames == 0 {
         return Err(AudioError::Empty);
     }
-    Ok(pcm)
+    Ok(decoded)
 }
 
-fn decode_inner(bytes: &[u8], opts: &DecodeOptions) -> Result<Pcm, AudioError> {
+fn decode_inner(bytes: &[u8], opts: &DecodeOptions, sink: &mut Sink<'_>) -> Result<Decoded, AudioError> {
     if is_ogg_opus(bytes) {
-        decode_ogg_opus(bytes, opts)
+        decode_ogg_opus(bytes, opts, sink)
     } else {
-        decode_symphonia(bytes, opts)
+        decode_symphonia(bytes, opts, sink)
+    }
+}
+
+/// Downmixes one decoded piece (`interleaved`, `channels` channels) and hands it on, counting frames against the
+/// cap first.
+struct Out<'s, 'a> {
+    sink: &'s mut Sink<'a>,
+    rate: u32,
+    frames: u64,
+    mono: Vec<f32>,
+}
+
+impl Out<'_, '_> {
+    fn push(&mut self, interleaved: &[f32], channels: usize, opts: &DecodeOptions) -> Result<(), AudioError> {
+        let piece = if channels <= 1 {
+            interleaved
+        } else {
+            self.mono.clear();
+            downmix_into(interleaved, channels, &mut self.mono);
+            &self.mono
+        };
+        if piece.is_empty() {
+            return Ok(());
+        }
+        self.frames += piece.len() as u64;
+        check_cap(self.frames, self.rate, opts)?;
+        (self.sink)(self.rate, piece)
     }
 }
 
 /// Ogg Opus through libopus, fed in slices so that the cap stops a long file early.
-fn decode_ogg_opus(bytes: &[u8], opts: &DecodeOptions) -> Result<Pcm, AudioError> {
+fn decode_ogg_opus(bytes: &[u8], opts: &DecodeOptions, sink: &mut Sink<'_>) -> Result<Decoded, AudioError> {
     const RATE: u32 = 48_000;
     let mut decoder = OpusStreamDecoder::new(RATE)?;
-    let mut samples = Vec::new();
+    let mut out = Out { sink, rate: RATE, frames: 0, mono: Vec::new() };
     let mut channels = 1u16;
+    let mut as_float: Vec<f32> = Vec::new();
     for piece in bytes.chunks(64 * 1024) {
         let pcm = decoder.push_bytes(piece)?;
         channels = decoder.channels().map(u16::from).unwrap_or(1).max(1);
-        let as_float: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
-        downmix_into(&as_float, usize::from(channels), &mut samples);
-        check_cap(samples.len() as u64, RATE, opts)?;
+        as_float.clear();
+        as_float.extend(pcm.iter().map(|&s| f32::from(s) / 32768.0));
+        out.push(&as_float, usize::from(channels), opts)?;
     }
     if !decoder.is_finished() {
         return Err(AudioError::corrupt(
@@ -105,7 +170,7 @@ fn decode_ogg_opus(bytes: &[u8], opts: &DecodeOptions) -> Result<Pcm, AudioError
             "the Ogg Opus stream ends early (no end-of-stream page): the file is cut short",
         ));
     }
-    Ok(Pcm { format: "ogg/opus".into(), input_channels: channels, rate: RATE, samples })
+    Ok(Decoded { format: "ogg/opus".into(), input_channels: channels, rate: RATE, frames: out.frames })
 }
 
 fn check_cap(frames: u64, rate: u32, opts: &DecodeOptions) -> Result<(), AudioError> {
@@ -129,7 +194,19 @@ fn map_symphonia(err: SymError, position: u64) -> AudioError {
     }
 }
 
-fn decode_symphonia(bytes: &[u8], opts: &DecodeOptions) -> Result<Pcm, AudioError> {
+/// How many frames `len` bytes can hold at most, for uncompressed PCM (whose size follows from its length);
+/// `None` for other codecs.
+fn pcm_frames_in(params: &AudioCodecParameters, len: usize) -> Option<u64> {
+    if !(CODEC_ID_PCM_S32LE..=CODEC_ID_PCM_MULAW).contains(&params.codec) {
+        return None;
+    }
+    let bits = params.bits_per_coded_sample.or(params.bits_per_sample)?;
+    let channels = params.channels.as_ref()?.count() as u64;
+    let frame_bytes = (u64::from(bits) * channels).div_ceil(8);
+    (frame_bytes > 0).then(|| len as u64 / frame_bytes)
+}
+
+fn decode_symphonia(bytes: &[u8], opts: &DecodeOptions, sink: &mut Sink<'_>) -> Result<Decoded, AudioError> {
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes)), MediaSourceStreamOptions::default());
     let mut format = symphonia::default::get_probe()
         .probe(&Hint::new(), mss, FormatOptions::default(), MetadataOptions::default())
@@ -153,7 +230,11 @@ fn decode_symphonia(bytes: &[u8], opts: &DecodeOptions) -> Result<Pcm, AudioErro
     let header_frames = track.num_frames;
     let rate = params.sample_rate.filter(|&r| r > 0).ok_or_else(|| AudioError::corrupt(0, "no sample rate"))?;
     if let Some(frames) = header_frames {
-        check_cap(frames, rate, opts)?;
+        // An uncompressed file too small for the length its header states has a wrong header (damaged, or cut
+        // short): that is reported as such after decoding what is there, not as a recording that is too long.
+        if pcm_frames_in(&params, bytes.len()).is_none_or(|holds| holds >= frames) {
+            check_cap(frames, rate, opts)?;
+        }
     }
     let codecs = symphonia::default::get_codecs();
     let codec_name = codecs.get_audio_decoder(params.codec).map_or("unknown", |d| d.codec.info.short_name);
@@ -162,7 +243,7 @@ fn decode_symphonia(bytes: &[u8], opts: &DecodeOptions) -> Result<Pcm, AudioErro
     let mut decoder =
         codecs.make_audio_decoder(&params, &AudioDecoderOptions::default()).map_err(|e| map_symphonia(e, 0))?;
 
-    let mut samples: Vec<f32> = Vec::new();
+    let mut out = Out { sink, rate, frames: 0, mono: Vec::new() };
     let mut interleaved: Vec<f32> = Vec::new();
     let mut channels = 1u16;
     let (mut packets, mut bad_packets) = (0u64, 0u64);
@@ -185,16 +266,16 @@ fn decode_symphonia(bytes: &[u8], opts: &DecodeOptions) -> Result<Pcm, AudioErro
             Ok(buf) => {
                 channels = u16::try_from(buf.spec().channels().count()).unwrap_or(1).max(1);
                 buf.copy_to_vec_interleaved(&mut interleaved);
-                downmix_into(&interleaved, usize::from(channels), &mut samples);
+                out.push(&interleaved, usize::from(channels), opts)?;
             }
             // A damaged packet is skipped, as every player does; too many of them and the file is corrupt.
             Err(SymError::DecodeError(_)) => bad_packets += 1,
             Err(e) => return Err(map_symphonia(e, position)),
         }
-        check_cap(samples.len() as u64, rate, opts)?;
     }
 
-    if packets == 0 || samples.is_empty() {
+    let got = out.frames;
+    if packets == 0 || got == 0 {
         return Err(if packets == 0 {
             AudioError::Empty
         } else {
@@ -205,7 +286,6 @@ fn decode_symphonia(bytes: &[u8], opts: &DecodeOptions) -> Result<Pcm, AudioErro
         return Err(AudioError::corrupt(position, format!("{bad_packets} of {packets} audio packets are damaged")));
     }
     if let Some(expected) = header_frames {
-        let got = samples.len() as u64;
         // Allow a little slack for codec delay and padding (0.1 s or 1 %).
         let slack = (u64::from(rate) / 10).max(expected / 100);
         if got.saturating_add(slack) < expected {
@@ -219,7 +299,7 @@ fn decode_symphonia(bytes: &[u8], opts: &DecodeOptions) -> Result<Pcm, AudioErro
             ));
         }
     }
-    Ok(Pcm { format: name, input_channels: channels, rate, samples })
+    Ok(Decoded { format: name, input_channels: channels, rate, frames: got })
 }
 
 #[cfg(test)]
@@ -266,6 +346,38 @@ mod tests {
         let opts = DecodeOptions { max_duration: Duration::from_millis(500) };
         let err = decode(&wav_bytes(8_000, 1, 8_000), &opts).unwrap_err();
         assert!(matches!(err, AudioError::TooLong { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_header_claiming_more_than_the_file_holds_is_corrupt_not_too_long() {
+        let mut bytes = wav_bytes(8_000, 1, 8_000);
+        let data = bytes.windows(4).position(|w| w == b"data").unwrap();
+        // 3 h of 16-bit 8 kHz claimed, 1 s there.
+        bytes[data + 4..data + 8].copy_from_slice(&(3 * 3600 * 16_000u32).to_le_bytes());
+        let err = decode(&bytes, &DecodeOptions::default()).unwrap_err();
+        assert!(matches!(err, AudioError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn pieces_add_up_to_the_whole() {
+        let bytes = wav_bytes(22_050, 2, 30_000);
+        let whole = decode(&bytes, &DecodeOptions::default()).unwrap();
+        let mut joined = Vec::new();
+        let mut calls = 0;
+        let decoded = decode_each(&bytes, &DecodeOptions::default(), &mut |rate, piece| {
+            assert_eq!(rate, 22_050);
+            calls += 1;
+            joined.extend_from_slice(piece);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(joined, whole.samples);
+        assert_eq!(decoded.frames, 30_000);
+        assert_eq!((decoded.rate, decoded.input_channels), (22_050, 2));
+        assert!(calls > 1, "{calls}");
+        // A sink's error stops the decode.
+        let err = decode_each(&bytes, &DecodeOptions::default(), &mut |_, _| Err(AudioError::Silent)).unwrap_err();
+        assert!(matches!(err, AudioError::Silent), "{err}");
     }
 
     #[test]

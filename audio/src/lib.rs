@@ -5,9 +5,11 @@
 //! resamples to 16 kHz (rubato), high-passes and normalises loudness under a true-peak ceiling, measuring with
 //! [`loudness`] (EBU R128); [`encode`] feeds libopus and [`ogg`] frames the packets as RFC 7845 Ogg Opus. The
 //! same [`ogg`] module reads Ogg Opus back, also from a buffer that is still growing, for progressive playback.
-//! [`pipeline`] joins the steps for callers (the CLI, the controller). Everything here is pure: no threads, no
-//! async, no global state. Errors are one enum, [`AudioError`].
+//! [`pipeline`] joins the steps for callers (the CLI, the controller); [`check()`] decodes and measures an input
+//! without encoding it, to refuse unusable audio at once with the encoder's own errors. Everything here is pure:
+//! no threads, no async, no global state. Errors are one enum, [`AudioError`].
 
+pub mod check;
 pub mod decode;
 pub mod encode;
 mod error;
@@ -16,6 +18,7 @@ pub mod ogg;
 pub mod pipeline;
 pub mod process;
 
+pub use check::{check, Checked};
 pub use error::AudioError;
 
 /// Sample rate of everything Loa encodes: wideband speech.

@@ -37,6 +37,32 @@ pub fn measure(samples: &[f32], rate: u32) -> Result<Loudness, AudioError> {
     })
 }
 
+/// An integrated-loudness meter fed piece by piece, for audio that is never held whole.
+pub struct IntegratedMeter(EbuR128);
+
+impl std::fmt::Debug for IntegratedMeter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntegratedMeter").finish_non_exhaustive()
+    }
+}
+
+impl IntegratedMeter {
+    /// A meter for mono audio at `rate` Hz.
+    pub fn new(rate: u32) -> Result<IntegratedMeter, AudioError> {
+        EbuR128::new(1, rate, Mode::I).map(IntegratedMeter).map_err(meter_error)
+    }
+
+    /// Measures the next piece.
+    pub fn add(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+        self.0.add_frames_f32(samples).map_err(meter_error)
+    }
+
+    /// Integrated loudness of everything added, LUFS (`-inf` for silence).
+    pub fn integrated(&self) -> Result<f64, AudioError> {
+        self.0.loudness_global().map_err(meter_error)
+    }
+}
+
 /// Linear amplitude to decibels.
 pub fn to_db(linear: f64) -> f64 {
     if linear <= 0.0 {
@@ -74,6 +100,18 @@ mod tests {
         let m = measure(&s, rate).unwrap();
         assert!((m.integrated_lufs + 3.01).abs() < 0.1, "{m:?}");
         assert!(m.true_peak_dbtp.abs() < 0.2, "{m:?}");
+    }
+
+    #[test]
+    fn meter_in_pieces_agrees_with_the_whole() {
+        let rate = 16_000;
+        let s: Vec<f32> =
+            (0..rate * 4).map(|i| (i as f32 * 0.07).sin() * (0.1 + (i % 7_000) as f32 / 9_000.0)).collect();
+        let mut meter = IntegratedMeter::new(rate).unwrap();
+        for piece in s.chunks(1_234) {
+            meter.add(piece).unwrap();
+        }
+        assert!((meter.integrated().unwrap() - integrated(&s, rate).unwrap()).abs() < 1e-9);
     }
 
     #[test]

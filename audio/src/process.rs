@@ -88,23 +88,54 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, AudioEr
 
 /// A second-order Butterworth high-pass (RBJ cookbook biquad), applied in place.
 pub fn highpass(samples: &mut [f32], rate: u32, corner_hz: f64) {
-    let w0 = 2.0 * std::f64::consts::PI * corner_hz / f64::from(rate);
-    let (sin, cos) = w0.sin_cos();
-    let q = std::f64::consts::FRAC_1_SQRT_2; // Butterworth
-    let alpha = sin / (2.0 * q);
-    let a0 = 1.0 + alpha;
-    let b0 = (1.0 + cos) / 2.0 / a0;
-    let b1 = -(1.0 + cos) / a0;
-    let b2 = b0;
-    let a1 = -2.0 * cos / a0;
-    let a2 = (1.0 - alpha) / a0;
-    let (mut x1, mut x2, mut y1, mut y2) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    for s in samples.iter_mut() {
-        let x0 = f64::from(*s);
-        let y0 = b0 * x0 + b1 * x1 + b2 * x2 - a1 * y1 - a2 * y2;
-        (x2, x1, y2, y1) = (x1, x0, y1, y0);
-        *s = y0 as f32;
+    Highpass::new(rate, corner_hz).process(samples);
+}
+
+/// The filter of [`highpass`] with its state kept between calls, for audio that arrives piece by piece.
+#[derive(Debug, Clone)]
+pub struct Highpass {
+    b: [f64; 3],
+    a: [f64; 2],
+    x: [f64; 2],
+    y: [f64; 2],
+}
+
+impl Highpass {
+    /// A high-pass at `corner_hz` for audio at `rate` Hz.
+    pub fn new(rate: u32, corner_hz: f64) -> Highpass {
+        let w0 = 2.0 * std::f64::consts::PI * corner_hz / f64::from(rate);
+        let (sin, cos) = w0.sin_cos();
+        let q = std::f64::consts::FRAC_1_SQRT_2; // Butterworth
+        let alpha = sin / (2.0 * q);
+        let a0 = 1.0 + alpha;
+        let b0 = (1.0 + cos) / 2.0 / a0;
+        let b1 = -(1.0 + cos) / a0;
+        let a1 = -2.0 * cos / a0;
+        let a2 = (1.0 - alpha) / a0;
+        Highpass { b: [b0, b1, b0], a: [a1, a2], x: [0.0; 2], y: [0.0; 2] }
     }
+
+    /// Filters the next piece of audio in place.
+    pub fn process(&mut self, samples: &mut [f32]) {
+        let ([b0, b1, b2], [a1, a2]) = (self.b, self.a);
+        let ([mut x1, mut x2], [mut y1, mut y2]) = (self.x, self.y);
+        for s in samples.iter_mut() {
+            let x0 = f64::from(*s);
+            let y0 = b0 * x0 + b1 * x1 + b2 * x2 - a1 * y1 - a2 * y2;
+            (x2, x1, y2, y1) = (x1, x0, y1, y0);
+            *s = y0 as f32;
+        }
+        (self.x, self.y) = ([x1, x2], [y1, y2]);
+    }
+}
+
+/// Below this integrated loudness (LUFS, or not finite: nothing passed the gate) a recording is silent: there is
+/// nothing to normalise or broadcast.
+pub const SILENT_BELOW_LUFS: f64 = -70.0;
+
+/// Whether a measured integrated loudness means silence (see [`SILENT_BELOW_LUFS`]).
+pub fn is_silent(integrated_lufs: f64) -> bool {
+    !integrated_lufs.is_finite() || integrated_lufs < SILENT_BELOW_LUFS
 }
 
 /// What normalisation did.
@@ -128,7 +159,7 @@ pub fn normalize(
     headroom_db: f64,
 ) -> Result<NormReport, AudioError> {
     let input_lufs = loudness::integrated(samples, rate)?;
-    if !input_lufs.is_finite() || input_lufs < -70.0 {
+    if is_silent(input_lufs) {
         return Err(AudioError::Silent);
     }
     let sample_ceiling = from_db(ceiling_dbtp - headroom_db) as f32;
@@ -258,6 +289,19 @@ mod tests {
         highpass(&mut voice, rate, 90.0);
         assert!(rms(&low) < 0.15, "30 Hz should be cut: {}", rms(&low));
         assert!(rms(&voice) > 0.69, "1 kHz should pass: {}", rms(&voice));
+    }
+
+    #[test]
+    fn highpass_in_pieces_equals_highpass_at_once() {
+        let whole: Vec<f32> = speechlike(16_000, 1.0);
+        let mut at_once = whole.clone();
+        highpass(&mut at_once, 16_000, 90.0);
+        let mut filter = Highpass::new(16_000, 90.0);
+        let mut pieces = whole.clone();
+        for piece in pieces.chunks_mut(777) {
+            filter.process(piece);
+        }
+        assert_eq!(pieces, at_once);
     }
 
     #[test]

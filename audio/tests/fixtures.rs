@@ -8,7 +8,7 @@ use std::process::Command;
 
 use loa_audio::decode::{decode, DecodeOptions};
 use loa_audio::pipeline::{encode, PipelineOptions};
-use loa_audio::{ogg, SPEECH_RATE};
+use loa_audio::{check, ogg, SPEECH_RATE};
 
 #[test]
 fn every_fixture_encodes_to_a_standard_loud_enough_file() {
@@ -72,4 +72,40 @@ fn fixtures_decode_with_the_expected_shape() {
         assert_eq!((pcm.input_channels, pcm.rate), (channels, rate), "{file}");
         assert!((pcm.duration().as_secs_f64() - 29.94).abs() < 0.06, "{file}: {:?}", pcm.duration());
     }
+}
+
+#[test]
+fn every_fixture_passes_the_check_which_costs_a_fraction_of_the_encode() {
+    let mut files = common::fixture_files();
+    if files.is_empty() {
+        return;
+    }
+    let opts = PipelineOptions::default();
+    for path in &files {
+        let bytes = std::fs::read(path).unwrap();
+        let started = std::time::Instant::now();
+        let checked = check(&bytes, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        eprintln!("{}: checked in {:?}", path.file_name().unwrap().to_string_lossy(), started.elapsed());
+        let pcm = decode(&bytes, &DecodeOptions::default()).unwrap();
+        assert_eq!((checked.input.rate, checked.input.channels), (pcm.rate, pcm.input_channels));
+        assert_eq!(checked.duration(), pcm.duration());
+        // Lossy formats may overshoot full scale a little.
+        assert!(checked.peak_dbfs <= 2.0 && checked.loudness_lufs > -40.0, "{}: {checked:?}", path.display());
+    }
+    // The biggest fixture, timed both ways (printed; `--nocapture` shows it).
+    files.sort_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0));
+    let biggest = files.last().unwrap();
+    let bytes = std::fs::read(biggest).unwrap();
+    let started = std::time::Instant::now();
+    let checked = check(&bytes, &opts).unwrap();
+    let check_time = started.elapsed();
+    let started = std::time::Instant::now();
+    encode(&bytes, &opts).unwrap();
+    let encode_time = started.elapsed();
+    eprintln!(
+        "{} ({} bytes, {:.1} s of audio): check {check_time:?}, encode {encode_time:?}",
+        biggest.file_name().unwrap().to_string_lossy(),
+        bytes.len(),
+        checked.duration().as_secs_f64()
+    );
 }

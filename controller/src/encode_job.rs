@@ -4,6 +4,8 @@
 //! or `failed` with a message an official can read; then the upload is deleted and dispatch is woken.
 //! [`resume_pending`] restarts the variants a crash left `encoding` (their uploads are kept until done), after
 //! [`clean_leftovers`] has removed what a crash left half-written (uploads still arriving, files being stored).
+//! Before any of that, the API refuses unusable recordings at upload time with [`check_upload`] (the same decoder
+//! and the same messages, [`describe`]); the encode can still fail later for other reasons, and says so.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,21 +35,61 @@ pub enum EncodeError {
     Store(#[from] StoreError),
 }
 
-/// A message an official can act on for an audio error.
+/// A message an official can act on for an audio error: what is wrong with the recording and what to do, with no
+/// internal detail (the error itself goes to the log).
 pub fn describe(e: &AudioError) -> String {
     match e {
-        AudioError::Unsupported(_) | AudioError::Corrupt { .. } => {
-            format!("the file is not audio we can read ({e}); send a WAV, MP3, M4A, FLAC or Ogg recording")
+        AudioError::Unsupported(_) => {
+            "the file is not audio Loa can read (MP3, WAV, M4A, FLAC, Ogg); export it again as MP3".into()
         }
-        AudioError::Empty => "the file holds no audio".into(),
+        AudioError::Corrupt { .. } => {
+            "the file is damaged or cut short; copy it from the recorder again, or export it again as MP3".into()
+        }
+        AudioError::Empty => "the file holds no sound; check that you chose the right file".into(),
         AudioError::Silent => "the recording is silent; check the microphone and record again".into(),
         AudioError::TooLong { found, limit } => format!(
-            "the recording is too long ({} min; the limit is {} min); split it into shorter bulletins",
-            found.as_secs().div_ceil(60),
-            limit.as_secs() / 60
+            "the recording is {} long; the limit is {}; split it into shorter bulletins",
+            length(*found),
+            length(*limit)
         ),
-        AudioError::InvalidOption(_) | AudioError::Io(_) => format!("encoding failed ({e})"),
+        AudioError::InvalidOption(_) | AudioError::Io(_) => {
+            "the controller could not encode this recording; try again, and tell the administrator if it fails again"
+                .into()
+        }
     }
+}
+
+/// A length as an official says it: "45 s", "12 min", "60 min", "90 min", then "3 h", "2 h 30 min" from two hours
+/// (whole minutes rounded up).
+fn length(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs < 60 {
+        return format!("{} s", secs.max(1));
+    }
+    let minutes = secs.div_ceil(60);
+    match (minutes / 60, minutes % 60) {
+        (0 | 1, _) => format!("{minutes} min"),
+        (h, 0) => format!("{h} h"),
+        (h, m) => format!("{h} h {m} min"),
+    }
+}
+
+/// Whether the recording is at fault (the official can fix it by sending another), not the controller.
+pub fn is_bad_recording(e: &AudioError) -> bool {
+    !matches!(e, AudioError::InvalidOption(_) | AudioError::Io(_))
+}
+
+/// The pipeline settings of every encode (the tags are added per variant).
+pub fn pipeline_options() -> PipelineOptions {
+    PipelineOptions::default()
+}
+
+/// Checks a saved upload before anything is stored: decodes it all and measures it ([`loa_audio::check()`]) with the
+/// encode's own settings, so what passes here encodes (short of a fault of the controller). Blocking: CPU for
+/// a few percent of the encode's time (run it on a blocking thread).
+pub fn check_upload(path: &std::path::Path) -> Result<loa_audio::Checked, AudioError> {
+    let bytes = std::fs::read(path)?;
+    loa_audio::check(&bytes, &pipeline_options())
 }
 
 /// Encodes variant `variant_id` now, on this thread: marks it ready or failed and deletes the upload.
@@ -65,7 +107,7 @@ pub fn encode_variant(store: &Store, variant_id: i64) -> Result<Variant, StoreEr
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(EncodeError::UploadMissing),
             Err(e) => return Err(EncodeError::Store(StoreError::Io(e))),
         };
-        let mut opts = PipelineOptions::default();
+        let mut opts = pipeline_options();
         opts.encode.tags = vec![
             ("TITLE".into(), bulletin.title.clone()),
             ("CATEGORY".into(), bulletin.category.clone()),
@@ -225,13 +267,63 @@ mod tests {
         std::fs::write(store.upload_path(v), b"this is a text file, not a recording").unwrap();
         let done = encode_variant(&store, v).unwrap();
         assert_eq!(done.status, VariantStatus::Failed);
-        assert!(done.error.unwrap().contains("not audio we can read"));
+        assert!(done.error.unwrap().contains("not audio Loa can read"));
         assert!(!store.upload_path(v).exists());
 
         let (_, lost) = store.create_bulletin("y", "other", "vi", 0).unwrap();
         let done = encode_variant(&store, lost).unwrap();
         assert_eq!(done.status, VariantStatus::Failed);
         assert!(done.error.unwrap().contains("upload the recording again"));
+    }
+
+    #[test]
+    fn every_audio_error_has_a_message_an_official_can_act_on() {
+        let cases = [
+            (AudioError::Unsupported("symphonia: no reader for RIFF".into()), "not audio Loa can read"),
+            (AudioError::corrupt(123_456, "mp3: invalid main_data_begin"), "damaged or cut short"),
+            (AudioError::Empty, "holds no sound"),
+            (AudioError::Silent, "the recording is silent"),
+            (
+                AudioError::TooLong { found: Duration::from_secs(3 * 3600), limit: Duration::from_secs(3600) },
+                "the recording is 3 h long; the limit is 60 min",
+            ),
+            (
+                AudioError::TooLong { found: Duration::from_secs(3600 + 1), limit: Duration::from_secs(3600) },
+                "the recording is 61 min long; the limit is 60 min",
+            ),
+            (AudioError::InvalidOption("opus encoder: bad arg".into()), "could not encode this recording"),
+            (AudioError::Io(std::io::Error::other("/data/uploads/x: os error 5")), "could not encode"),
+        ];
+        for (e, want) in &cases {
+            let message = describe(e);
+            assert!(message.contains(want), "{e}: {message}");
+            // What to do, and nothing internal: no codec or crate names, byte offsets, paths or OS errors.
+            assert!(message.contains(';'), "{message}");
+            for leak in ["symphonia", "mp3:", "123456", "123 456", "opus encoder", "/data", "os error", "byte"] {
+                assert!(!message.contains(leak), "{e}: {message} leaks {leak}");
+            }
+        }
+        assert!(cases[..5].iter().all(|(e, _)| is_bad_recording(e)));
+        assert!(cases[6..].iter().all(|(e, _)| !is_bad_recording(e)));
+        assert_eq!(length(Duration::from_secs(45)), "45 s");
+        assert_eq!(length(Duration::from_millis(200)), "1 s");
+        assert_eq!(length(Duration::from_secs(12 * 60 - 5)), "12 min");
+        assert_eq!(length(Duration::from_secs(80 * 60)), "80 min");
+        assert_eq!(length(Duration::from_secs(150 * 60)), "2 h 30 min");
+    }
+
+    #[test]
+    fn check_upload_refuses_what_the_encode_would_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.upload");
+        std::fs::copy(FIXTURE, &good).unwrap();
+        assert!(check_upload(&good).unwrap().duration() > Duration::from_secs(20));
+        let text = dir.path().join("text.upload");
+        std::fs::write(&text, b"this is a text file, not a recording").unwrap();
+        let e = check_upload(&text).unwrap_err();
+        assert!(is_bad_recording(&e) && matches!(e, AudioError::Unsupported(_)), "{e}");
+        let gone = check_upload(&dir.path().join("gone.upload")).unwrap_err();
+        assert!(!is_bad_recording(&gone), "{gone}");
     }
 
     #[test]
@@ -275,6 +367,7 @@ mod tests {
             urgent: Arc::default(),
             settings: Default::default(),
             commands: None,
+            audio_checks: crate::api::audio_checks(),
         };
         let woken = state.replan.clone();
         assert_eq!(resume_pending(&state), 1);

@@ -240,6 +240,7 @@ impl Controller {
             urgent,
             settings,
             commands: Some(commands_tx),
+            audio_checks: crate::api::audio_checks(),
         };
         crate::encode_job::resume_pending(&state);
         let token = inner.clone();

@@ -2,7 +2,9 @@
 //! language, look at the state of each variant, download the encoded Ogg Opus, cancel.
 //!
 //! The upload is streamed to `DATA/uploads/` (never held whole in memory) and counted against
-//! `max_upload_bytes` (413 past it); the encode job deletes it when done.
+//! `max_upload_bytes` (413 past it), then checked (`check_audio`: decoded in full, nothing stored yet): a
+//! file that is not usable audio is deleted and refused with 422 and what to do. The encode job deletes the
+//! upload when done.
 //!
 //! Approval before air: an editor's upload starts `draft`; `POST /bulletins/{id}/submit` (editors) makes it
 //! `submitted` (or `approved` at once where the area, or an ancestor, has one-step approval);
@@ -24,8 +26,11 @@ use tokio::io::AsyncWriteExt;
 use super::audit::record;
 use super::auth::{CurrentUser, Permission};
 use super::{rfc3339, rfc3339_opt, ApiError, ApiSettings, AppState, OptionalBody, Params};
+use crate::encode_job;
 use crate::store::approval::Review;
-use crate::store::bulletins::{Approval, Bulletin, BulletinOwner, VariantStatus};
+use crate::store::bulletins::{
+    check_new_bulletin, check_new_variant, Approval, Bulletin, BulletinOwner, VariantStatus,
+};
 use crate::store::random_id;
 use crate::store::users::Role;
 
@@ -63,6 +68,48 @@ impl Upload {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// An upload not handed to an encode job (refused, or its request dropped half-way) leaves no file behind.
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}
+
+/// Refuses a saved upload that is not usable audio, before anything is stored: the file is decoded in full on a
+/// blocking thread ([`crate::encode_job::check_upload`], the encoder's own decoder and settings). On failure
+/// the file is deleted and the answer is 422 with what is wrong and what to do (a fault of the controller
+/// itself is a 500). At most [`AppState::audio_checks`] run at once, except for emergencies (`urgent`).
+pub(super) async fn check_audio(state: &AppState, up: &mut Upload, urgent: bool) -> Result<(), ApiError> {
+    let Some(path) = up.file.clone() else {
+        return Err(ApiError::unprocessable("attach the recording as the multipart field \"file\""));
+    };
+    let outcome = {
+        // An emergency does not queue behind ordinary uploads.
+        let _one_of_few = if urgent { None } else { state.audio_checks.acquire().await.ok() };
+        tokio::task::spawn_blocking(move || encode_job::check_upload(&path)).await
+    };
+    let refusal = match outcome {
+        Ok(Ok(checked)) => {
+            tracing::debug!(
+                format = %checked.input.format,
+                duration_ms = checked.duration().as_millis() as u64,
+                peak_dbfs = checked.peak_dbfs,
+                lufs = checked.loudness_lufs,
+                "upload checked"
+            );
+            return Ok(());
+        }
+        Ok(Err(e)) if encode_job::is_bad_recording(&e) => {
+            tracing::info!(error = %e, bytes = up.file_bytes, "upload refused: not usable audio");
+            ApiError::unprocessable(encode_job::describe(&e))
+        }
+        Ok(Err(e)) => ApiError::internal(e),
+        Err(e) => ApiError::internal(e),
+    };
+    up.discard();
+    Err(refusal)
 }
 
 /// A multipart upload whose rejections (no or wrong content type) are [`ApiError`]s.
@@ -235,6 +282,10 @@ async fn upload(
         }
     };
     let language = up.language.clone().filter(|l| !l.is_empty()).unwrap_or_else(|| "vi".into());
+    let (title, category) = (up.title.as_deref().unwrap_or_default(), up.category.as_deref().unwrap_or("other"));
+    // The fields first (cheap), then the audio (decoded in full), then the store; a refusal drops the upload.
+    check_new_bulletin(title, category, &language)?;
+    check_audio(&state, &mut up, false).await?;
     let created = state.store.create_bulletin_as(
         up.title.as_deref().unwrap_or_default(),
         up.category.as_deref().unwrap_or("other"),
@@ -303,6 +354,8 @@ async fn add_variant(
         up.discard();
         return Err(ApiError::unprocessable("say which language this recording is in (field \"language\")"));
     };
+    check_new_variant(&language)?;
+    check_audio(&state, &mut up, false).await?;
     let variant = match state.store.add_variant(&id, &language, state.now_ms()) {
         Ok(v) => v,
         Err(e) => {

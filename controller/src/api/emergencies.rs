@@ -8,6 +8,7 @@
 //! 3) `gap_s` apart (default 10 s) at emergency volume (default full), and valid for `expires_in_s` (default one
 //! hour): a receiver that was offline plays it when it comes back only within that time. Dispatch is told to
 //! publish the targeted receivers' plans before anything else ([`crate::dispatch::Urgent`]).
+//! The upload limit applies to multipart bodies only; a JSON body over [`MAX_JSON_BYTES`] is a 413.
 //! `DELETE /emergencies/{id}` cancels it everywhere: receivers stop it, on air or not, as soon as their new plan
 //! arrives. Both need the emergency right (admins and the admin token have it) and targets inside the user's
 //! subtree; library warnings made at or above the user's area may be sent.
@@ -26,10 +27,10 @@ use serde_json::{json, Value};
 
 use super::audit::record;
 use super::auth::{CurrentUser, Permission};
-use super::bulletins::{read_upload, start_encode};
+use super::bulletins::{check_audio, read_upload, start_encode};
 use super::{numeric_id, ApiError, ApiSettings, AppState, Body};
 use crate::schedule::{create_schedule, OnClash, ScheduleRequest, Targets};
-use crate::store::bulletins::VariantStatus;
+use crate::store::bulletins::{check_new_bulletin, VariantStatus};
 use crate::store::plays::PlayFilter;
 
 /// Times a warning sounds within one play, by default.
@@ -42,6 +43,8 @@ pub const DEFAULT_EXPIRES_IN_S: u32 = 3600;
 pub const MAX_EXPIRES_IN_S: u32 = 86_400;
 /// How long an uploaded warning may take to encode before it is sent anyway when ready.
 const ENCODE_WAIT: Duration = Duration::from_secs(600);
+/// Largest JSON body (a library warning is a few hundred bytes); only multipart uploads get the upload limit.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
 
 pub(super) fn routes(settings: &ApiSettings) -> Router<AppState> {
     let limit = usize::try_from(settings.max_upload_bytes.saturating_add(1024 * 1024)).unwrap_or(usize::MAX);
@@ -90,7 +93,18 @@ async fn send(
             .map_err(|e| ApiError::bad_request(format!("could not read the upload: {}", e.body_text())))?;
         return send_upload(state, user, mp).await;
     }
-    let Body(body) = Body::<EmergencyRequest>::from_request(req, &state).await?;
+    let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, MAX_JSON_BYTES)));
+    let Body(body) = Body::<EmergencyRequest>::from_request(req, &state).await.map_err(|e| {
+        if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                e.status,
+                "the request is bigger than 64 KiB; send a library warning as a short JSON body, or a recording as \
+                 multipart/form-data",
+            )
+        } else {
+            e
+        }
+    })?;
     let scope = user.scope(&state.store)?;
     let ready = scope.bulletin(&state.store, &body.bulletin_id)?;
     scope.check_targets(&state.store, &body.targets)?;
@@ -149,6 +163,10 @@ async fn send_upload(state: AppState, user: CurrentUser, mp: Multipart) -> Resul
     let language = up.language.clone().filter(|l| !l.is_empty()).unwrap_or_else(|| "vi".into());
     let title = up.title.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| "Cảnh báo khẩn cấp".into());
     let category = up.category.clone().unwrap_or_else(|| "disaster".into());
+    // A recording that cannot be played is refused now, while the official is still there to send another
+    // (after the cheap checks of the fields, before anything is stored).
+    check_new_bulletin(&title, &category, &language)?;
+    check_audio(&state, &mut up, true).await?;
     let (id, variant) = match state.store.create_bulletin_as(&title, &category, &language, &owner, state.now_ms()) {
         Ok(ok) => ok,
         Err(e) => {

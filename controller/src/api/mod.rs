@@ -87,6 +87,13 @@ pub struct AppState {
     pub settings: ApiSettings,
     /// Remote commands for dispatch to sign and publish; `None` when no MQTT link runs (tests of the API alone).
     pub commands: Option<CommandSender>,
+    /// Uploads checked at once ([`audio_checks`]): each decodes a whole recording, and the machine is small.
+    pub audio_checks: Arc<tokio::sync::Semaphore>,
+}
+
+/// The limit of [`AppState::audio_checks`]: two uploads decoded at once.
+pub fn audio_checks() -> Arc<tokio::sync::Semaphore> {
+    Arc::new(tokio::sync::Semaphore::new(2))
 }
 
 /// Where the API hands remote commands to dispatch.

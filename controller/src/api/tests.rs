@@ -36,6 +36,7 @@ pub(crate) fn harness_with(settings: ApiSettings) -> Harness {
         urgent: Arc::default(),
         settings,
         commands: None,
+        audio_checks: crate::api::audio_checks(),
     };
     Harness { _dir: dir, state, token, clock }
 }

@@ -1,8 +1,8 @@
 //! The API's bad-input matrix: every POST/PATCH/DELETE route gets malformed JSON, wrong types, unknown fields,
 //! unknown ids, a body over the limit and a missing content type; the upload routes get every file of the audio
-//! bad list. Each answer must be a 4xx with a readable `{"error"}` that leaks no internal detail, and nothing may
-//! be left half-stored (the bulletin list and the uploads folder as before). A forced server fault must answer
-//! a generic 500.
+//! bad list, each refused at once (422). Each answer must be a 4xx with a readable `{"error"}` that leaks no
+//! internal detail, and nothing may be left half-stored (the bulletin list and the uploads folder as before). A
+//! forced server fault must answer a generic 500.
 
 use axum::body::Body as HttpBody;
 use axum::http::{Method, Request, StatusCode};
@@ -210,9 +210,6 @@ async fn every_json_route_refuses_bad_bodies_with_a_clean_4xx() {
             }
             problems.extend(check(&what(case), s, &v, &dir));
             let want = match case {
-                // `/emergencies` also takes uploads: its body limit is the upload limit, so 3 MB of JSON is
-                // read and refused as not fitting the request.
-                "over the size limit" if r.uri.ends_with("/emergencies") => None,
                 "over the size limit" => Some(StatusCode::PAYLOAD_TOO_LARGE),
                 "no content type" => Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
                 _ => None,
@@ -284,39 +281,55 @@ async fn every_delete_and_action_route_refuses_unknown_ids() {
     assert_none(&problems);
 }
 
-/// The bad list of `audio/tests/bad_inputs.rs`, as uploads.
-fn bad_audio() -> Vec<(&'static str, Vec<u8>)> {
-    let wav = |seconds: u32, claim: Option<u32>| {
-        let data_len = seconds * 8_000;
+/// Multipart fields: (name, value).
+type Fields<'a> = Vec<(&'a str, &'a [u8])>;
+
+/// The bad list of `audio/tests/bad_inputs.rs`, as uploads: (case, bytes, words the refusal must contain).
+fn bad_audio() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    // 8-bit mono PCM at `rate` Hz holding `frames` frames of `value`; the header may claim another data size.
+    let wav = |rate: u32, frames: u32, claim: Option<u32>, value: &dyn Fn(u32) -> u8| {
         let mut b = Vec::new();
         b.extend_from_slice(b"RIFF");
-        b.extend_from_slice(&claim.map_or(36 + data_len, |c| c).to_le_bytes());
+        b.extend_from_slice(&claim.map_or(36 + frames, |c| c).to_le_bytes());
         b.extend_from_slice(b"WAVEfmt ");
         b.extend_from_slice(&16u32.to_le_bytes());
         b.extend_from_slice(&[1, 0, 1, 0]); // PCM, mono
-        b.extend_from_slice(&8_000u32.to_le_bytes());
-        b.extend_from_slice(&8_000u32.to_le_bytes());
+        b.extend_from_slice(&rate.to_le_bytes());
+        b.extend_from_slice(&rate.to_le_bytes());
         b.extend_from_slice(&[1, 0, 8, 0]); // 1 byte a frame, 8 bits
         b.extend_from_slice(b"data");
-        b.extend_from_slice(&claim.map_or(data_len, |c| c - 36).to_le_bytes());
-        b.extend(std::iter::repeat_n(128u8, data_len as usize)); // silence
+        b.extend_from_slice(&claim.map_or(frames, |c| c - 36).to_le_bytes());
+        b.extend((0..frames).map(value));
         b
     };
+    let silence = |_| 128u8;
+    let tone = |i: u32| (128.0 + 60.0 * (i as f32 * 0.3).sin()) as u8;
     let fixture = std::fs::read("/work/shared/fixtures/audio/bulletin-vi-44k-stereo.mp3").unwrap_or_default();
+    let cut_wav = {
+        let whole = wav(8_000, 16_000, None, &tone);
+        whole[..whole.len() / 2].to_vec()
+    };
     let mut list = vec![
-        ("text named .mp3", "Thông báo: tiêm phòng cho gia súc vào sáng thứ Hai.\n".repeat(40).into_bytes()),
-        ("WAV header claiming 4 GB", wav(1, Some(0xFFFF_FFF0))),
-        ("silent recording", wav(2, None)),
-        ("random bytes", (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect()),
+        (
+            "text named .mp3",
+            "Thông báo: tiêm phòng cho gia súc vào sáng thứ Hai.\n".repeat(40).into_bytes(),
+            "not audio Loa can read",
+        ),
+        ("WAV header claiming 4 GB", wav(8_000, 8_000, Some(0xFFFF_FFF0), &tone), "damaged or cut short"),
+        ("WAV cut in half", cut_wav, "damaged or cut short"),
+        // 3 h at 1 kHz (11 MB): refused from the header, before decoding.
+        ("3 hours long", wav(1_000, 3 * 3600 * 1_000, None, &silence), "3 h long; the limit is 60 min"),
+        ("silent recording", wav(8_000, 16_000, None, &silence), "silent"),
+        ("random bytes", (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect(), ""),
     ];
     if fixture.len() > 1000 {
-        list.push(("MP3 cut to its first 600 bytes", fixture[..600].to_vec()));
+        list.push(("MP3 cut to its first 600 bytes", fixture[..600].to_vec(), ""));
     }
     list
 }
 
 #[tokio::test]
-async fn bad_audio_uploads_are_refused_or_fail_cleanly_and_leave_nothing_behind() {
+async fn bad_audio_uploads_are_refused_with_a_4xx_and_leave_nothing_behind() {
     let h = harness();
     let dir = h.state.store.data_dir().display().to_string();
     let uploads = h.state.store.data_dir().join("uploads");
@@ -343,39 +356,68 @@ async fn bad_audio_uploads_are_refused_or_fail_cleanly_and_leave_nothing_behind(
     assert_eq!(h.get("/api/v1/bulletins").await.1, json!([]), "nothing was stored");
     assert_eq!(count(&uploads), 0);
 
-    // Files that are not usable audio: the upload is taken (202, it encodes in the background) and the
-    // bulletin ends `failed` with a message an official can act on; nothing of it can be scheduled and its
-    // upload is deleted.
+    // Files that are not usable audio: refused in the upload's answer (422, what is wrong and what to do), by
+    // every upload route, with nothing stored: no bulletin, no variant, no schedule, no file under uploads/.
     let (commune, _, _) = h.small_tree().await;
-    for (case, bytes) in bad_audio() {
-        let body = multipart(&[("title", case.as_bytes()), ("category", b"other"), ("file", &bytes)]);
-        let (s, v) = raw(&h, &Method::POST, "/api/v1/bulletins", Some(&ct), body).await;
-        if s.is_client_error() {
-            problems.extend(check(case, s, &v, &dir));
-            continue;
-        }
-        assert_eq!(s, StatusCode::ACCEPTED, "{case}: {v}");
-        let id = v["id"].as_str().unwrap().to_string();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-        let b = loop {
-            let (_, b) = h.get(&format!("/api/v1/bulletins/{id}")).await;
-            if b["status"] != "encoding" {
-                break b;
+    let (existing, _) = h.state.store.create_bulletin("Có sẵn", "other", "vi", 0).unwrap();
+    let before = h.get("/api/v1/bulletins").await.1;
+    let targets = json!({"areas": [commune]}).to_string();
+    for (case, bytes, says) in bad_audio() {
+        let variants = format!("/api/v1/bulletins/{existing}/variants");
+        let uploads_to: [(&str, Fields); 3] = [
+            ("/api/v1/bulletins", vec![("title", case.as_bytes()), ("category", b"other"), ("file", &bytes)]),
+            (&variants, vec![("language", b"hmn"), ("file", &bytes)]),
+            (
+                "/api/v1/emergencies",
+                vec![("title", case.as_bytes()), ("targets", targets.as_bytes()), ("file", &bytes)],
+            ),
+        ];
+        for (uri, fields) in uploads_to {
+            let what = format!("POST {uri} ({case})");
+            let (s, v) = raw(&h, &Method::POST, uri, Some(&ct), multipart(&fields)).await;
+            if s != StatusCode::UNPROCESSABLE_ENTITY {
+                problems.push(format!("{what}: {s}, expected 422: {v}"));
             }
-            assert!(tokio::time::Instant::now() < deadline, "{case}: still encoding");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
-        assert_eq!(b["status"], "failed", "{case}: {b}");
-        let error = b["variants"][0]["error"].as_str().unwrap_or_else(|| panic!("{case}: no error: {b}"));
-        problems.extend(check(case, StatusCode::OK, &json!({"error": error}), &dir));
-        let (s, v) = h
-            .post("/api/v1/schedules", json!({"bulletin_id": id, "targets": {"areas": [commune]}, "daily": ["06:00"]}))
-            .await;
-        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{case}: a failed bulletin was scheduled: {v}");
-        assert_eq!(h.get(&format!("/api/v1/bulletins/{id}/audio")).await.0, StatusCode::CONFLICT, "{case}");
-        assert_eq!(count(&uploads), 0, "{case}: upload left behind");
+            problems.extend(check(&what, s, &v, &dir));
+            let message = v["error"].as_str().unwrap_or_default();
+            if !message.contains(says) {
+                problems.push(format!("{what}: the refusal does not say {says:?}: {message}"));
+            }
+            if count(&uploads) != 0 {
+                problems.push(format!("{what}: a file was left under uploads/"));
+            }
+        }
     }
+    assert_eq!(h.get("/api/v1/bulletins").await.1, before, "nothing was stored");
+    assert_eq!(h.get("/api/v1/emergencies").await.1, json!([]), "no emergency was sent");
+    assert_eq!(h.get("/api/v1/schedules").await.1, json!([]));
     assert_none(&problems);
+}
+
+#[tokio::test]
+async fn emergencies_take_a_small_json_body_and_a_big_upload() {
+    let h = harness();
+    let dir = h.state.store.data_dir().display().to_string();
+    let (commune, _, _) = h.small_tree().await;
+    // 70 KiB of JSON (under the 2 MiB of the other JSON routes): over the 64 KiB of /emergencies.
+    let padding = "x".repeat(70 * 1024);
+    let body = json!({"bulletin_id": padding, "targets": {"areas": [commune]}}).to_string().into_bytes();
+    let (s, v) = raw(&h, &Method::POST, "/api/v1/emergencies", Some("application/json"), body).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_none(&Vec::from_iter(check("70 KiB of JSON", s, &v, &dir)));
+    assert!(v["error"].as_str().unwrap().contains("64 KiB"), "{v}");
+    // Just under the limit, the body is read and judged on its content.
+    let padding = "x".repeat(60 * 1024);
+    let body = json!({"bulletin_id": padding, "targets": {"areas": [commune]}}).to_string().into_bytes();
+    let (s, v) = raw(&h, &Method::POST, "/api/v1/emergencies", Some("application/json"), body).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    // A recording far bigger than 64 KiB is still taken as multipart (the upload limit).
+    let Ok(mp3) = std::fs::read("/work/shared/fixtures/audio/bulletin-vi-44k-stereo.mp3") else { return };
+    let targets = json!({"areas": [commune]}).to_string();
+    let body = multipart(&[("title", "Lũ quét".as_bytes()), ("targets", targets.as_bytes()), ("file", &mp3)]);
+    let ct = format!("multipart/form-data; boundary={BOUNDARY}");
+    let (s, v) = raw(&h, &Method::POST, "/api/v1/emergencies", Some(&ct), body).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
 }
 
 #[tokio::test]

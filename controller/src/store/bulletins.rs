@@ -179,6 +179,30 @@ fn check_language(language: &str) -> Result<(), StoreError> {
         .map_err(|e| StoreError::invalid(format!("\"{language}\" is not a language code ({e})")))
 }
 
+/// The checks of [`Store::create_bulletin_as`] on its fields, alone: for refusing a bad request before slower
+/// work (the API checks an upload's fields before decoding its audio).
+pub fn check_new_bulletin(title: &str, category: &str, language: &str) -> Result<(), StoreError> {
+    let title = title.trim();
+    if title.is_empty() {
+        return Err(StoreError::invalid("the bulletin needs a title"));
+    }
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(StoreError::invalid(format!("the title is longer than {MAX_TITLE_CHARS} characters")));
+    }
+    if !CATEGORIES.contains(&category) {
+        return Err(StoreError::invalid(format!(
+            "\"{category}\" is not a category; use one of {}",
+            CATEGORIES.join(", ")
+        )));
+    }
+    check_language(language)
+}
+
+/// The check of [`Store::add_variant`] on its language, alone (see [`check_new_bulletin`]).
+pub fn check_new_variant(language: &str) -> Result<(), StoreError> {
+    check_language(language)
+}
+
 impl Store {
     /// Adds a bulletin with its first variant (`encoding`); returns (bulletin id, variant row id). The bulletin
     /// is owned by the whole tree and approved, as the admin's own uploads are: people's uploads go through
@@ -203,20 +227,8 @@ impl Store {
         owner: &BulletinOwner,
         now_ms: i64,
     ) -> Result<(String, i64), StoreError> {
+        check_new_bulletin(title, category, language)?;
         let title = title.trim();
-        if title.is_empty() {
-            return Err(StoreError::invalid("the bulletin needs a title"));
-        }
-        if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(StoreError::invalid(format!("the title is longer than {MAX_TITLE_CHARS} characters")));
-        }
-        if !CATEGORIES.contains(&category) {
-            return Err(StoreError::invalid(format!(
-                "\"{category}\" is not a category; use one of {}",
-                CATEGORIES.join(", ")
-            )));
-        }
-        check_language(language)?;
         self.with_conn(|c| {
             let tx = c.transaction()?;
             if let Some(area) = owner.area_id {

@@ -1,7 +1,7 @@
 //! Console tests with `oneshot` against the real API and store: a small "browser" keeps cookies, reads the CSRF
 //! token from each page and posts forms. Login, language, scope (staff of commune A never see commune B), the
-//! approval buttons, the night-time warning before saving, typed text through a fake speech engine, and every
-//! page rendering for an admin.
+//! approval buttons, the night-time warning before saving, typed text through a fake speech engine, an unusable
+//! recording refused with its reason on the page, and every page rendering for an admin.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,24 +23,39 @@ struct Quiet;
 impl Speech for Quiet {
     fn speak(&self, text: &str, _: &str) -> Result<Vec<u8>, SpeechError> {
         super::speech::check_text(text)?;
-        let n: u32 = 16000;
-        let mut w = Vec::new();
-        w.extend_from_slice(b"RIFF");
-        w.extend_from_slice(&(36 + n * 2).to_le_bytes());
-        w.extend_from_slice(b"WAVEfmt ");
-        for v in [16u32.to_le_bytes().to_vec(), vec![1, 0, 1, 0], 16000u32.to_le_bytes().to_vec()] {
-            w.extend_from_slice(&v);
-        }
-        w.extend_from_slice(&32000u32.to_le_bytes());
-        w.extend_from_slice(&[2, 0, 16, 0]);
-        w.extend_from_slice(b"data");
-        w.extend_from_slice(&(n * 2).to_le_bytes());
-        for i in 0..n {
-            let v = ((i as f32 * 440.0 * std::f32::consts::TAU / 16000.0).sin() * 8000.0) as i16;
-            w.extend_from_slice(&v.to_le_bytes());
-        }
-        Ok(w)
+        Ok(tone_wav(8000.0))
     }
+}
+
+/// Speaks any text as one second of silence: a recording the upload check refuses.
+struct Mute;
+
+impl Speech for Mute {
+    fn speak(&self, text: &str, _: &str) -> Result<Vec<u8>, SpeechError> {
+        super::speech::check_text(text)?;
+        Ok(tone_wav(0.0))
+    }
+}
+
+/// One second of a 440 Hz tone at `amplitude` (of 32767), a 16 kHz 16-bit WAV.
+fn tone_wav(amplitude: f32) -> Vec<u8> {
+    let n: u32 = 16000;
+    let mut w = Vec::new();
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + n * 2).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32.to_le_bytes().to_vec(), vec![1, 0, 1, 0], 16000u32.to_le_bytes().to_vec()] {
+        w.extend_from_slice(&v);
+    }
+    w.extend_from_slice(&32000u32.to_le_bytes());
+    w.extend_from_slice(&[2, 0, 16, 0]);
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&(n * 2).to_le_bytes());
+    for i in 0..n {
+        let v = ((i as f32 * 440.0 * std::f32::consts::TAU / 16000.0).sin() * amplitude) as i16;
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    w
 }
 
 struct Browser {
@@ -63,7 +78,11 @@ impl Page {
 
 impl Browser {
     fn new(h: &Harness) -> Browser {
-        Browser { app: routes(crate::api::app(h.state.clone()), Arc::new(Quiet)), cookies: BTreeMap::new() }
+        Browser::speaking(h, Arc::new(Quiet))
+    }
+
+    fn speaking(h: &Harness, speech: Arc<dyn Speech>) -> Browser {
+        Browser { app: routes(crate::api::app(h.state.clone()), speech), cookies: BTreeMap::new() }
     }
 
     async fn send(&mut self, req: axum::http::request::Builder, body: Body) -> Page {
@@ -237,6 +256,51 @@ async fn typed_text_is_spoken_submitted_approved_and_scheduled_with_a_night_warn
     let live = ed.get(at.split('?').next().unwrap()).await;
     assert!(live.html.contains("loa-a") && live.html.contains("http-equiv=\"refresh\""), "{}", live.html);
     assert!(ed.get("/schedules").await.html.contains("Tiêm phòng"));
+}
+
+#[tokio::test]
+async fn an_unusable_recording_is_refused_on_the_page_with_the_reason() {
+    let h = harness();
+    let (a, _) = two_communes(&h).await;
+    user(&h, "editor-a", Role::Editor, Some(a));
+    let mut ed = Browser::speaking(&h, Arc::new(Mute));
+    let csrf = ed.login("editor-a").await.csrf();
+    // Typed text whose speech is silent: back on the bulletins page with the API's reason.
+    let fields = [("csrf", csrf.as_str()), ("title", "Im lặng"), ("category", "health"), ("text", "Xin chào bà con.")];
+    let p = ed.form("/bulletins/speak", &fields).await;
+    let at = p.location.unwrap();
+    assert!(at.starts_with("/bulletins?err="), "{at}");
+    let page = ed.get(&at).await;
+    assert!(
+        page.html.contains("class=\"flash err\"") && page.html.contains("the recording is silent"),
+        "{}",
+        page.html
+    );
+    // The upload form: console.js posts it to the API with the page's CSRF token and shows the answer's `error`
+    // in the form's result line.
+    assert!(page.html.contains("id=\"upload\"") && page.html.contains("class=\"result\""), "{}", page.html);
+    let boundary = "loa-console-test";
+    let mut body = Vec::new();
+    for (name, value) in [("title", "Tệp hỏng"), ("category", "health"), ("language", "vi")] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"ban-tin.mp3\"\r\n\
+             Content-Type: audio/mpeg\r\n\r\nnot a recording at all\r\n--{boundary}--\r\n"
+        )
+        .as_bytes(),
+    );
+    let req = Request::post("/api/v1/bulletins")
+        .header("x-csrf-token", &csrf)
+        .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"));
+    let p = ed.send(req, Body::from(body)).await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", p.html);
+    let answer: serde_json::Value = serde_json::from_str(&p.html).unwrap();
+    assert!(answer["error"].as_str().unwrap().contains("not audio Loa can read"), "{answer}");
+    assert_eq!(h.get("/api/v1/bulletins").await.1, json!([]), "nothing was stored");
 }
 
 #[tokio::test]
