@@ -133,6 +133,47 @@ pub fn count_established(table: &str, port: u16) -> usize {
         .count()
 }
 
+/// Samples the connections established to the broker's `port` every 250 ms for `window` (or until `n` are
+/// back); returns seconds until `n` were connected again (if they were) and the peak reconnect rate, per second.
+pub async fn watch_reconnects(port: u16, n: usize, window: Duration) -> (Option<f64>, f64) {
+    let since = Instant::now();
+    let (mut last, mut last_t, mut peak) = (established_to(port), 0.0f64, 0.0f64);
+    while since.elapsed() < window {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (now, t) = (established_to(port), since.elapsed().as_secs_f64());
+        if now > last {
+            peak = peak.max((now - last) as f64 / (t - last_t).max(0.001));
+        }
+        (last, last_t) = (now, t);
+        if now >= n {
+            return (Some(t), peak);
+        }
+    }
+    (None, peak)
+}
+
+/// Restarts the broker under a connected fleet: Mosquitto (SIGTERM, start again on the same port), or, with
+/// the embedded broker, the controller itself (SIGTERM, start again on the same data and ports). Returns how
+/// long it took until the broker listened (Mosquitto) or the API answered again (embedded).
+pub async fn restart_broker(
+    mosquitto: Option<&mut MosquittoProcess>,
+    ctl: &mut ControllerProcess,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    match mosquitto {
+        Some(m) => {
+            m.restart().await.context("mosquitto did not come back")?;
+            println!("  broker (Mosquitto) restarted in {} ms", t.elapsed().as_millis());
+        }
+        None => {
+            ctl.terminate().await?;
+            ctl.restart().await.context("the controller (embedded broker) did not come back")?;
+            println!("  controller with its embedded broker restarted in {} ms", t.elapsed().as_millis());
+        }
+    }
+    Ok(t.elapsed())
+}
+
 /// A loopback port free right now.
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -6,8 +6,14 @@
 //! each fresh message signed or sent by the controller (a live plan or command's envelope `issued_at`, a
 //! report ack's `now`) gives a sample `local receipt time − controller send time`, which is the true offset plus
 //! the transit delay (never negative). The estimate is the smallest of the last [`SAMPLES`] samples, the one with
-//! the least delay. When it is above [`CORRECT_ABOVE_MS`] in size, [`OffsetTracker::corrected`] schedules by the
-//! controller's time instead of the local one; below that, the local clock is trusted (NTP does better).
+//! the least delay. A sample is only an upper bound of the offset (a late message looks like a clock ahead), so
+//! the two directions are judged differently. Behind: an estimate below −[`CORRECT_ABOVE_MS`] proves it (delay
+//! only ever raises a sample), and [`OffsetTracker::corrected`] then schedules by the controller's time. Ahead:
+//! only an estimate too large to be transit proves it — above [`OffsetTracker::ahead_proof_ms`], twice the MQTT
+//! keep-alive and at least [`LATE_MESSAGE_MS`], since a connection whose messages stall longer is cut by the
+//! keep-alive and nothing is queued for it. Anything else trusts the local clock (NTP does better): on a 2G link
+//! after a power cut, live messages seconds late made a correct clock look 3 s ahead, and plays went out 3 s late
+//! (found by `loa-sim soak`). A clock a few seconds to two minutes ahead is left alone, but reported.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -19,6 +25,9 @@ use loa_protocol::Timestamp;
 pub const SAMPLES: usize = 8;
 /// Offsets up to this size are left to NTP.
 pub const CORRECT_ABOVE_MS: i64 = 2000;
+/// No live message is later than this (with the default keep-alive of 60 s): a larger positive sample is the
+/// clock, not the link.
+pub const LATE_MESSAGE_MS: i64 = 120_000;
 
 /// The current time, UTC.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -77,15 +86,33 @@ impl Clock for SimClock {
 }
 
 /// Estimates `local clock − controller clock`. See the module documentation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OffsetTracker {
     samples: VecDeque<i64>,
+    ahead_proof_ms: i64,
+}
+
+impl Default for OffsetTracker {
+    fn default() -> Self {
+        OffsetTracker { samples: VecDeque::new(), ahead_proof_ms: LATE_MESSAGE_MS }
+    }
 }
 
 impl OffsetTracker {
-    /// No samples yet.
+    /// No samples yet; the default keep-alive.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No samples yet, for a connection with this MQTT keep-alive.
+    pub fn for_keepalive(keepalive: std::time::Duration) -> Self {
+        let twice = i64::try_from(keepalive.as_millis().saturating_mul(2)).unwrap_or(i64::MAX);
+        OffsetTracker { samples: VecDeque::new(), ahead_proof_ms: twice.max(LATE_MESSAGE_MS) }
+    }
+
+    /// How far ahead the estimate must be before the local clock is taken to be ahead, ms.
+    pub fn ahead_proof_ms(&self) -> i64 {
+        self.ahead_proof_ms
     }
 
     /// Records that a message the controller stamped `remote` arrived at local time `local`.
@@ -106,10 +133,11 @@ impl OffsetTracker {
         self.samples.iter().copied().min()
     }
 
-    /// The offset applied to schedules: the estimate if it is above [`CORRECT_ABOVE_MS`] in size, else 0.
+    /// The offset applied to schedules: the estimate if it proves the clock behind by more than
+    /// [`CORRECT_ABOVE_MS`] or ahead by more than [`Self::ahead_proof_ms`], else 0.
     pub fn correction_ms(&self) -> i64 {
         match self.offset_ms() {
-            Some(o) if o.abs() > CORRECT_ABOVE_MS => o,
+            Some(o) if o < -CORRECT_ABOVE_MS || o > self.ahead_proof_ms => o,
             _ => 0,
         }
     }
@@ -172,6 +200,26 @@ mod tests {
         assert_eq!(t.offset_ms(), Some(-5000));
         t.clear();
         assert_eq!(t.correction_ms(), 0);
+    }
+
+    #[test]
+    fn late_messages_do_not_make_a_correct_clock_look_ahead() {
+        // A correct clock; every message since boot arrived 3 s late (a 2G link stalling after a power cut).
+        let mut t = OffsetTracker::new();
+        for remote in [1_000_000, 1_010_000, 1_020_000] {
+            t.sample(ts(remote + 3_000), ts(remote));
+        }
+        assert_eq!(t.offset_ms(), Some(3_000), "the estimate is still reported");
+        assert_eq!(t.correction_ms(), 0, "but a late link is not a clock ahead");
+        assert_eq!(t.corrected(ts(2_000_000)), ts(2_000_000));
+        // Behind by 3 s: no delay can make a sample smaller, so this is the clock.
+        let mut t = OffsetTracker::new();
+        t.sample(ts(1_000_000 - 3_000 + 200), ts(1_000_000));
+        assert_eq!(t.correction_ms(), -2_800);
+        // A longer keep-alive needs a larger proof.
+        let t = OffsetTracker::for_keepalive(std::time::Duration::from_secs(300));
+        assert_eq!(t.ahead_proof_ms(), 600_000);
+        assert_eq!(OffsetTracker::for_keepalive(std::time::Duration::from_secs(5)).ahead_proof_ms(), LATE_MESSAGE_MS);
     }
 
     proptest! {

@@ -7,7 +7,8 @@
 //! controller lists them all online and the peak connect rate seen (polling `GET /receivers` every 2 s); then
 //! seconds from the schedule until every receiver's cache holds the verified file (`ready_seconds`), the
 //! controller's CPU in that phase and in total, its peak RSS (goal ≤ 300 MB), Mosquitto's peak RSS and CPU, and
-//! this process's RSS ÷ receivers ("receiver memory").
+//! this process's RSS ÷ receivers ("receiver memory"). Last, unless switched off, the reconnect storm
+//! ([`super::storm`]): the broker restarts under the whole fleet.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,6 +69,8 @@ pub struct FleetOptions {
     pub bulletin_seconds: u32,
     /// Registrations in flight.
     pub in_flight: usize,
+    /// End with the reconnect storm ([`super::storm`]).
+    pub storm: bool,
 }
 
 impl Default for FleetOptions {
@@ -79,6 +82,7 @@ impl Default for FleetOptions {
             connect_spread: Duration::from_secs(30),
             bulletin_seconds: 60,
             in_flight: 32,
+            storm: true,
         }
     }
 }
@@ -225,13 +229,14 @@ pub async fn run(options: FleetOptions, json: bool) -> anyhow::Result<Vec<Value>
 async fn one(kind: BrokerKind, o: &FleetOptions, ticks: f64) -> anyhow::Result<Value> {
     let n = o.receivers.max(1);
     let dir = tempfile::tempdir()?;
-    let mosquitto = match kind {
+    let mut mosquitto = match kind {
         BrokerKind::Mosquitto => Some(MosquittoProcess::start(dir.path()).await?),
         BrokerKind::Embedded => None,
     };
     let broker_proc = mosquitto.as_ref().map(|m| Proc { pid: m.pid(), ticks_per_s: ticks });
     let exe = ControllerProcess::exe_beside_me()?;
-    let controller = ControllerProcess::start(&exe, dir.path(), mosquitto.as_ref().map(|m| m.url()).as_deref()).await?;
+    let mut controller =
+        ControllerProcess::start(&exe, dir.path(), mosquitto.as_ref().map(|m| m.url()).as_deref()).await?;
     let api = controller.api.clone();
     let ctl = Proc { pid: controller.pid(), ticks_per_s: ticks };
     let me = Proc { pid: std::process::id(), ticks_per_s: ticks };
@@ -319,7 +324,7 @@ async fn one(kind: BrokerKind, o: &FleetOptions, ticks: f64) -> anyhow::Result<V
     let ready_s = (ready_count == n).then(|| times.last().copied().unwrap_or(0.0));
     let rx_kb = me.status("VmRSS") as f64 / n as f64;
     let threads = me.status("Threads");
-    let figures = json!({
+    let mut figures = json!({
         "broker": kind.name(),
         "receivers": n,
         "villages": villages,
@@ -348,6 +353,13 @@ async fn one(kind: BrokerKind, o: &FleetOptions, ticks: f64) -> anyhow::Result<V
         ready_s.map(|s| format!(" after {s:.1} s")).unwrap_or_else(|| format!(" (timed out after {ready_timeout:?})"))
     );
 
+    if o.storm && ready_count == n {
+        let storm = super::storm::run(&mut controller, mosquitto.as_mut(), province, dir.path(), &dirs, ticks).await?;
+        if let (Some(f), Value::Object(s)) = (figures.as_object_mut(), storm) {
+            f.extend(s);
+        }
+    }
+
     // Power everything off at once (a graceful stop of each member would take minutes at this scale).
     // The receivers go first, so they do not log the broker's going away.
     drop(fleet);
@@ -362,7 +374,7 @@ async fn one(kind: BrokerKind, o: &FleetOptions, ticks: f64) -> anyhow::Result<V
 }
 
 fn print_table(results: &[Value]) {
-    let rows: [(&str, &str, &str); 16] = [
+    let rows: [(&str, &str, &str); 21] = [
         ("receivers", "receivers", ""),
         ("registration (32 in flight)", "register_seconds", "s"),
         ("connects start → all online", "online_seconds", "s"),
@@ -379,6 +391,11 @@ fn print_table(results: &[Value]) {
         ("Mosquitto CPU, delivery / total", "broker_cpu_seconds", "s"),
         ("receiver memory (sim RSS ÷ N)", "receiver_memory_kb", "kB"),
         ("controller open files, peak", "controller_open_files_peak", ""),
+        ("storm: connections to the broker", "storm_connections", ""),
+        ("storm: broker restart took", "storm_restart_ms", "ms"),
+        ("storm: restart → all back", "storm_all_back_seconds", "s"),
+        ("storm: peak reconnect rate", "storm_peak_reconnects_per_second", "/s"),
+        ("storm: then 10 s bulletin to all", "storm_ready_seconds", "s"),
     ];
     print!("{:<34}", "");
     for r in results {

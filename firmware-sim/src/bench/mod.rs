@@ -7,7 +7,8 @@
 //!   while a long normal bulletin is downloading: p50, p95, max.
 //! - [`bulk`]: delivery time of a 5-minute bulletin over `gprs` against the floor (file size ÷ link rate).
 //! - [`fleet`]: 10,000 receivers on direct connections, then one bulletin to all: time until all are online and
-//!   all caches ready, CPU seconds and peak RSS of the controller (a child process; embedded broker and Mosquitto).
+//!   all caches ready, CPU seconds and peak RSS of the controller (a child process; embedded broker and Mosquitto);
+//!   then the reconnect [`storm`]: the broker restarts under the whole fleet.
 //!
 //! All but `fleet` start a controller in this process (embedded broker, data in a temporary directory); all
 //! register receivers (behind [`crate::link::Relay`]s but for `fleet`), upload a generated speech-like bulletin
@@ -17,4 +18,5 @@ pub mod bulk;
 pub mod emergency;
 pub mod fleet;
 pub mod setup;
+pub mod storm;
 pub mod wire;

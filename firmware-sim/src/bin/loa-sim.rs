@@ -190,6 +190,9 @@ enum Bench {
         /// embedded, mosquitto or both (one run each).
         #[arg(long, default_value = "both")]
         broker: String,
+        /// Skip the reconnect storm (the broker restarted under the whole fleet) at the end.
+        #[arg(long)]
+        no_storm: bool,
     },
 }
 
@@ -338,9 +341,10 @@ async fn main() -> anyhow::Result<()> {
                 _ = cancel.cancelled() => Ok(()),
             }
         }
-        Cmd::Bench { scenario: Bench::Fleet { json, receivers, broker } } => {
+        Cmd::Bench { scenario: Bench::Fleet { json, receivers, broker, no_storm } } => {
             let options = fleet_bench::FleetOptions {
                 receivers,
+                storm: !no_storm,
                 brokers: fleet_bench::BrokerKind::parse_choice(&broker)?,
                 ..fleet_bench::FleetOptions::default()
             };

@@ -4,7 +4,11 @@
 //! that each rule has a test.
 //!
 //! The rules: a planned play either started on air within [`ON_TIME_MS`] of its time, or the controller holds
-//! a `missed` report with a reason for it; no play starts twice; every complete play of a bulletin has the same
+//! a `missed` report with a reason for it, or — the one allowed lateness — it started after its time because
+//! its file arrived late (a receiver back from a power cut or an outage just before air time; a normal play
+//! may start up to its plan's `late_s`, 5 minutes, late: a village would rather hear the market prices a few
+//! seconds late than not at all) and the controller holds that late start, within [`ON_TIME_MS`] of the real
+//! one, so the operator sees it; no play starts twice; every complete play of a bulletin has the same
 //! sound as the others (the most common digest); every start and end seen on air reached the controller.
 
 use std::collections::HashMap;
@@ -33,6 +37,8 @@ pub struct Planned {
     pub reason: Option<String>,
     /// The controller holds its start.
     pub started: bool,
+    /// When the controller says it started, UTC ms (whole seconds).
+    pub started_at_ms: Option<i64>,
     /// The controller holds its end.
     pub finished: bool,
 }
@@ -55,8 +61,10 @@ pub struct Verdict {
     pub plays_planned: usize,
     /// Started within ±2 s.
     pub played_on_time: usize,
-    /// Started, but further than 2 s from the planned time.
+    /// Started further than 2 s from the planned time, and the controller does not hold that start.
     pub played_late: usize,
+    /// Started after its time (its file arrived late), and the controller holds the late start.
+    pub started_late_reported: usize,
     /// Not played, and the controller holds a `missed` report with a reason.
     pub reported_missed: usize,
     /// Missed reports by reason.
@@ -116,15 +124,19 @@ pub fn judge(
             Some(start) => {
                 let offset = (start - p.at_ms).abs();
                 offsets.push(offset);
+                let known = p.started_at_ms.is_some_and(|s| (s - start).abs() <= ON_TIME_MS);
                 if offset <= ON_TIME_MS {
                     v.played_on_time += 1;
+                } else if *start > p.at_ms && known {
+                    v.started_late_reported += 1;
                 } else {
                     v.played_late += 1;
                     v.problem(format!(
-                        "{} on {} started {} ms from its time",
+                        "{} on {} started {} ms from its time; the controller has its start at {:?}",
                         p.play_id,
                         p.receiver_id,
-                        start - p.at_ms
+                        start - p.at_ms,
+                        p.started_at_ms.map(|s| s - p.at_ms)
                     ));
                 }
                 if !p.started || (a.finished > 0 && !p.finished) {
@@ -199,6 +211,7 @@ mod tests {
             status: status.into(),
             reason: (status == "missed").then(|| "link down".to_string()),
             started,
+            started_at_ms: started.then_some(10_000),
             finished: started,
         }
     }
@@ -251,6 +264,24 @@ mod tests {
         assert_eq!(v.reports_lost, 1, "p-4 finished on air but the controller has it playing");
         assert_eq!(v.corrupt_plays, 1);
         assert!(v.problems.iter().any(|p| p.contains("p-5 on member 2")), "{:?}", v.problems);
+    }
+
+    #[test]
+    fn a_late_start_passes_only_when_the_controller_holds_it() {
+        let mut known = planned("p-1", "rx-a", "played", true);
+        known.started_at_ms = Some(14_000);
+        let mut unknown = planned("p-2", "rx-a", "played", true);
+        unknown.started_at_ms = Some(10_000);
+        let early = planned("p-3", "rx-a", "played", true);
+        let air = HashMap::from([
+            (key("rx-a", "p-1"), aired(&[14_300])),
+            (key("rx-a", "p-2"), aired(&[14_300])),
+            (key("rx-a", "p-3"), aired(&[7_000])),
+        ]);
+        let v = judge(&[known, unknown, early], &air, &[], &|_| None);
+        assert_eq!((v.started_late_reported, v.played_late), (1, 2), "{v:?}");
+        assert!(v.problems.iter().any(|p| p.contains("p-2")) && v.problems.iter().any(|p| p.contains("p-3")));
+        assert!(!v.passed());
     }
 
     #[test]

@@ -351,25 +351,6 @@ fn explain(v: &mut Verdict, fleet: &Fleet, ids: &[String], dist: &Disturbances, 
     }
 }
 
-/// Samples the connections established to the broker every 250 ms for `window` (or until `n` are back);
-/// returns seconds until `n` were connected again (if they were) and the peak reconnect rate, per second.
-async fn watch_reconnects(port: u16, n: usize, window: Duration) -> (Option<f64>, f64) {
-    let since = Instant::now();
-    let (mut last, mut last_t, mut peak) = (procs::established_to(port), 0.0f64, 0.0f64);
-    while since.elapsed() < window {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let (now, t) = (procs::established_to(port), since.elapsed().as_secs_f64());
-        if now > last {
-            peak = peak.max((now - last) as f64 / (t - last_t).max(0.001));
-        }
-        (last, last_t) = (now, t);
-        if now >= n {
-            return (Some(t), peak);
-        }
-    }
-    (None, peak)
-}
-
 async fn restart_broker(
     mosquitto: &mut Option<MosquittoProcess>,
     ctl: &mut ControllerProcess,
@@ -378,19 +359,10 @@ async fn restart_broker(
 ) -> anyhow::Result<()> {
     let port = mosquitto.as_ref().map(MosquittoProcess::port).or(ctl.mqtt_port);
     // The receivers and the controller's own client.
-    let watch = port.map(|p| tokio::spawn(watch_reconnects(p, receivers + 1, Duration::from_secs(180))));
-    let t = Instant::now();
-    match mosquitto {
-        Some(m) => {
-            m.restart().await.context("mosquitto did not come back")?;
-            println!("  broker (Mosquitto) restarted in {} ms", t.elapsed().as_millis());
-        }
-        None => {
-            ctl.terminate().await?;
-            ctl.restart().await.context("the controller (embedded broker) did not come back")?;
-            dist.controller_down_ms.push(t.elapsed().as_millis() as u64);
-            println!("  controller with its embedded broker restarted in {} ms", t.elapsed().as_millis());
-        }
+    let watch = port.map(|p| tokio::spawn(procs::watch_reconnects(p, receivers + 1, Duration::from_secs(180))));
+    let down = procs::restart_broker(mosquitto.as_mut(), ctl).await?;
+    if mosquitto.is_none() {
+        dist.controller_down_ms.push(down.as_millis() as u64);
     }
     dist.reconnects = watch;
     Ok(())
@@ -495,6 +467,10 @@ async fn fetch_planned(api: &ApiClient, rounds: &[Round]) -> anyhow::Result<Vec<
                 status: p["status"].as_str().unwrap_or_default().to_string(),
                 reason: p["reason"].as_str().map(str::to_string),
                 started: !p["started_at"].is_null(),
+                started_at_ms: p["started_at"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.timestamp_millis()),
                 finished: !p["finished_at"].is_null(),
             });
         }
@@ -506,7 +482,8 @@ fn print_verdict(v: &Verdict) {
     println!("\n  plays planned              {:>8}", v.plays_planned);
     println!("  played on time (±2 s)      {:>8}", v.played_on_time);
     println!("  reported missed            {:>8}  {:?}", v.reported_missed, v.missed_reasons);
-    println!("  played late                {:>8}", v.played_late);
+    println!("  started late, reported     {:>8}  (the file arrived after its time)", v.started_late_reported);
+    println!("  played late, not reported  {:>8}", v.played_late);
     println!("  neither played nor missed  {:>8}", v.unaccounted);
     println!("  duplicate plays            {:>8}", v.duplicate_plays);
     println!("  corrupt plays              {:>8}  (of {} complete plays compared)", v.corrupt_plays, v.plays_checked);

@@ -222,11 +222,12 @@ impl Agent {
         let downloader =
             Downloader::new(rx.cache.clone(), rx.cfg.window_chunks, Duration::from_millis(rx.cfg.chunk_timeout_ms));
         let now = Instant::now();
+        let tracker = OffsetTracker::for_keepalive(Duration::from_secs(rx.cfg.keepalive_s));
         Agent {
             rx,
             client,
             connected: false,
-            tracker: OffsetTracker::new(),
+            tracker,
             rej: Rejections::default(),
             downloader,
             handed: HashMap::new(),
