@@ -5,7 +5,12 @@
 //! rumqttc's event loop must be polled for anything to move, and `publish` waits when its queue is full, so the
 //! loop runs in its own task ([`MqttLink::run`]) and hands every incoming message to dispatch over a channel,
 //! together with a [`LinkEvent::Connected`] after each (re)connection so that dispatch can re-subscribe and
-//! re-publish. Failed connections are retried with the shared [`Backoff`] and jitter.
+//! re-publish. That channel is unbounded on purpose: the loop must never wait for dispatch, because dispatch
+//! waits for the loop whenever it publishes faster than the connection drains. With a bounded channel, a
+//! Mosquitto restart under 10,000 receivers deadlocked the two (dispatch republishing every plan, the loop
+//! holding the fleet's status messages), the keep-alive lapsed and the controller never published again
+//! (found by `loa-sim bench fleet`'s storm). What waits in the channel is bounded by what the broker sends in
+//! the time dispatch needs to catch up: a few MB in that storm. Failed connections are retried with the shared [`Backoff`] and jitter.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -108,12 +113,12 @@ impl MqttSettings {
 /// A client connection: the [`AsyncClient`] to publish with, and the loop to run.
 pub struct MqttLink {
     eventloop: EventLoop,
-    events: mpsc::Sender<LinkEvent>,
+    events: mpsc::UnboundedSender<LinkEvent>,
 }
 
 impl MqttLink {
     /// Prepares a connection; nothing happens until [`MqttLink::run`].
-    pub fn new(settings: &MqttSettings, events: mpsc::Sender<LinkEvent>) -> (AsyncClient, MqttLink) {
+    pub fn new(settings: &MqttSettings, events: mpsc::UnboundedSender<LinkEvent>) -> (AsyncClient, MqttLink) {
         let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
         options.set_keep_alive(Duration::from_secs(settings.keep_alive_s.max(5)));
         options.set_max_packet_size(crate::broker::MAX_PACKET_BYTES, crate::broker::MAX_PACKET_BYTES);
@@ -167,9 +172,8 @@ impl MqttLink {
                 }
             };
             if let Some(event) = forward {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    sent = self.events.send(event) => if sent.is_err() { return },
+                if self.events.send(event).is_err() {
+                    return;
                 }
             }
         }

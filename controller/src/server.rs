@@ -192,7 +192,7 @@ impl Controller {
             }
         };
 
-        let (events_tx, events_rx) = mpsc::channel(4096);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let (client, link) = MqttLink::new(&mqtt_settings, events_tx);
         let token = inner.clone();

@@ -93,7 +93,7 @@ pub struct Dispatcher {
     topics: Topics,
     clock: Arc<dyn Clock>,
     client: AsyncClient,
-    events: mpsc::Receiver<LinkEvent>,
+    events: mpsc::UnboundedReceiver<LinkEvent>,
     replan: Arc<Notify>,
     settings: DispatchSettings,
     files: Files,
@@ -125,7 +125,7 @@ impl Dispatcher {
         topics: Topics,
         clock: Arc<dyn Clock>,
         client: AsyncClient,
-        events: mpsc::Receiver<LinkEvent>,
+        events: mpsc::UnboundedReceiver<LinkEvent>,
         replan: Arc<Notify>,
         settings: DispatchSettings,
     ) -> Self {

@@ -223,6 +223,13 @@ pub async fn run(options: FleetOptions, json: bool) -> anyhow::Result<Vec<Value>
     if results.iter().any(|r| r.get("error").is_some()) {
         bail!("a fleet run failed (see above)");
     }
+    let storm_failed = |r: &Value| {
+        r.get("storm_connections").is_some()
+            && (r["storm_all_back_seconds"].is_null() || r["storm_ready_seconds"].is_null())
+    };
+    if results.iter().any(storm_failed) {
+        bail!("after the reconnect storm, receivers did not all come back or did not all get the bulletin (see above)");
+    }
     Ok(results)
 }
 
