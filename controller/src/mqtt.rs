@@ -10,7 +10,8 @@
 //! Mosquitto restart under 10,000 receivers deadlocked the two (dispatch republishing every plan, the loop
 //! holding the fleet's status messages), the keep-alive lapsed and the controller never published again
 //! (found by `loa-sim bench fleet`'s storm). What waits in the channel is bounded by what the broker sends in
-//! the time dispatch needs to catch up: a few MB in that storm. Failed connections are retried with the shared [`Backoff`] and jitter.
+//! the time dispatch needs to catch up: a few MB in that storm. Failed connections are retried with the shared
+//! [`Backoff`] and jitter.
 
 use std::path::Path;
 use std::sync::Arc;
