@@ -7,7 +7,8 @@
 //! same [`ogg`] module reads Ogg Opus back, also from a buffer that is still growing, for progressive playback.
 //! [`pipeline`] joins the steps for callers (the CLI, the controller); [`check()`] decodes and measures an input
 //! without encoding it, to refuse unusable audio at once with the encoder's own errors. Everything here is pure:
-//! no threads, no async, no global state. Errors are one enum, [`AudioError`].
+//! no async, no global state; the only threads are the two halves of a long recording encoded side by side
+//! inside [`encode::encode_stream`]. Errors are one enum, [`AudioError`].
 
 pub mod check;
 pub mod decode;

@@ -1,14 +1,15 @@
 //! The whole pipeline, for callers: bytes of any input → a broadcast-ready Ogg Opus file, with figures.
 //!
-//! [`encode`] decodes, prepares speech, encodes, then decodes its own output once to check that the codec did
-//! not push the true peak over the ceiling (at low bitrates Opus can overshoot by a decibel or so); if it did,
-//! it lowers the level by the overshoot and encodes again. [`inspect`] is what `loa-audio info` prints.
+//! [`encode`] decodes, prepares speech, encodes, then decodes its own output once to check its loudness and that
+//! the codec did not push the true peak over the ceiling (at low bitrates Opus can overshoot by a decibel or so).
+//! A loudness miss is corrected with the OpusHead output gain where the ceiling allows it; otherwise, and on an
+//! overshoot, it lowers or raises the level and encodes again. [`inspect`] is what `loa-audio info` prints.
 
 use std::time::Duration;
 
 use crate::decode::{self, duration_of, DecodeOptions};
-use crate::encode::{encode_ogg_opus, EncodeOptions};
-use crate::loudness::{self, from_db, Loudness};
+use crate::encode::{encode_stream, EncodeOptions, OpusStream};
+use crate::loudness::{self, Loudness};
 use crate::process::{normalize, prepare_speech, NormReport, ProcessOptions};
 use crate::{ogg, AudioError, SPEECH_RATE};
 
@@ -74,15 +75,16 @@ pub fn prepare(bytes: &[u8], opts: &PipelineOptions) -> Result<Prepared, AudioEr
 }
 
 /// Encodes already prepared speech, then checks the file as a receiver will decode it. Lossy coding shifts both
-/// the loudness (less treble at low bitrates) and the true peak (overshoot); when the result misses the target by
-/// more than 0.5 LU or crosses the ceiling, the speech is normalised again with the measured shift compensated and
-/// more limiter headroom, and encoded again (at most three more times; the best file that respects the ceiling
-/// wins).
+/// the loudness (less treble at low bitrates) and the true peak (overshoot). When the result misses the target by
+/// more than 0.5 LU or crosses the ceiling, the OpusHead output gain (which every decoder applies) corrects it
+/// as far as the ceiling allows; only when that is not enough is the speech normalised again with the measured
+/// shift compensated (and more limiter headroom after an overshoot) and encoded again, at most three more times.
+/// Every candidate respects the ceiling; the one closest to the target wins.
 pub fn encode_prepared(prepared: &Prepared, opts: &PipelineOptions) -> Result<Encoded, AudioError> {
     let (target, ceiling) = (opts.process.target_lufs, opts.process.ceiling_dbtp);
     let mut aim = target;
     let mut headroom = opts.process.headroom_db;
-    let mut best: Option<Encoded> = None;
+    let mut best: Option<Candidate> = None;
     for attempt in 0..4 {
         let speech = if attempt == 0 {
             std::borrow::Cow::Borrowed(&prepared.speech)
@@ -91,38 +93,63 @@ pub fn encode_prepared(prepared: &Prepared, opts: &PipelineOptions) -> Result<En
             normalize(&mut again, SPEECH_RATE, aim, ceiling, headroom)?;
             std::borrow::Cow::Owned(again)
         };
-        let candidate = encode_and_measure(&speech, prepared, opts)?;
+        let mut candidate = encode_and_measure(&speech, opts)?;
         let (level, peak) = (candidate.output.integrated_lufs, candidate.output.true_peak_dbtp);
-        if peak <= ceiling {
-            if (level - target).abs() <= 0.5 {
-                return Ok(candidate);
-            }
-            let closer =
-                best.as_ref().is_none_or(|b| (level - target).abs() < (b.output.integrated_lufs - target).abs());
-            if closer {
-                best = Some(candidate);
-            }
-        } else {
+        // Never above the ceiling: a negative gain also takes an overshoot back under it.
+        candidate.set_gain((target - level).min(ceiling - peak));
+        let miss = (candidate.output.integrated_lufs - target).abs();
+        if miss <= 0.5 {
+            return Ok(candidate.finish(prepared));
+        }
+        if best.as_ref().is_none_or(|b| miss < (b.output.integrated_lufs - target).abs()) {
+            best = Some(candidate);
+        }
+        if peak > ceiling {
             headroom += peak - ceiling + 0.3;
         }
         aim += target - level;
     }
-    if let Some(best) = best {
-        return Ok(best);
+    match best {
+        Some(best) => Ok(best.finish(prepared)),
+        None => Err(AudioError::InvalidOption("no encode attempt was made".into())),
     }
-    // Never seen in practice: fall back to a plain trim under the ceiling.
-    let last = encode_and_measure(&prepared.speech, prepared, opts)?;
-    let trim = from_db(ceiling - 0.5 - last.output.true_peak_dbtp) as f32;
-    let trimmed: Vec<f32> = prepared.speech.iter().map(|s| s * trim).collect();
-    encode_and_measure(&trimmed, prepared, opts)
 }
 
-fn encode_and_measure(speech: &[f32], prepared: &Prepared, opts: &PipelineOptions) -> Result<Encoded, AudioError> {
-    let ogg = encode_ogg_opus(speech, &opts.encode)?;
-    let decoded = ogg::decode_ogg_opus(&ogg, SPEECH_RATE)?;
+/// An encoded stream and how it measures when decoded.
+struct Candidate {
+    stream: OpusStream,
+    output: Loudness,
+    /// Samples a decoder gives back (16 kHz).
+    decoded_samples: u64,
+}
+
+impl Candidate {
+    /// Applies `gain_db` through the OpusHead output gain; the decoder scales every sample by it, so the loudness
+    /// and true peak move by exactly the gain (rounded down to 1/256 dB).
+    fn set_gain(&mut self, gain_db: f64) {
+        let before = self.stream.output_gain_db();
+        self.stream.set_output_gain_db(before + gain_db);
+        let moved = self.stream.output_gain_db() - before;
+        self.output.integrated_lufs += moved;
+        self.output.true_peak_dbtp += moved;
+    }
+
+    fn finish(self, prepared: &Prepared) -> Encoded {
+        Encoded {
+            ogg: self.stream.to_ogg(),
+            input: prepared.input.clone(),
+            duration: duration_of(self.decoded_samples, SPEECH_RATE),
+            output: self.output,
+        }
+    }
+}
+
+fn encode_and_measure(speech: &[f32], opts: &PipelineOptions) -> Result<Candidate, AudioError> {
+    let stream = encode_stream(speech, &opts.encode)?;
+    let decoded = ogg::decode_ogg_opus(&stream.to_ogg(), SPEECH_RATE)?;
     let pcm: Vec<f32> = decoded.pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
     let output = loudness::measure(&pcm, SPEECH_RATE)?;
-    Ok(Encoded { ogg, input: prepared.input.clone(), duration: duration_of(pcm.len() as u64, SPEECH_RATE), output })
+    Ok(Candidate { stream, output, decoded_samples: pcm.len() as u64 })
 }
 
 /// The whole pipeline: any input bytes → Ogg Opus.
