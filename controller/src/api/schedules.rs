@@ -135,7 +135,26 @@ struct PlaysQuery {
     schedule_id: Option<i64>,
     receiver_id: Option<String>,
     bulletin_id: Option<String>,
+    /// Planned at or after this instant (RFC 3339).
+    from: Option<String>,
+    /// Planned before this instant (RFC 3339).
+    until: Option<String>,
+    /// `oldest` (default) or `newest` first.
+    order: Option<String>,
     limit: Option<u32>,
+}
+
+/// An RFC 3339 instant from a query parameter, as UTC ms; a readable 400 otherwise.
+fn instant(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|v| {
+            chrono::DateTime::parse_from_rfc3339(v).map(|t| t.timestamp_millis()).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "{name} must be a date and time with its zone, like 2026-12-06T06:00:00+07:00 (got {v:?})"
+                ))
+            })
+        })
+        .transpose()
 }
 
 fn play_view(p: &Play) -> Value {
@@ -159,10 +178,18 @@ async fn plays(
     user: CurrentUser,
     Params(q): Params<PlaysQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let newest_first = match q.order.as_deref() {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("order must be oldest or newest (got {other:?})"))),
+    };
     let filter = PlayFilter {
         schedule_id: q.schedule_id,
         receiver_id: q.receiver_id,
         bulletin_id: q.bulletin_id,
+        from: instant("from", q.from.as_deref())?,
+        until: instant("until", q.until.as_deref())?,
+        newest_first,
         limit: Some(q.limit.unwrap_or(1000).min(10_000)),
     };
     let list = match user.scope(&state.store)?.areas() {

@@ -247,6 +247,18 @@ async fn schedules_make_plays_and_cancel_them() {
     assert_eq!(plays[0]["planned_at"], "2026-11-23T23:00:00Z");
     assert_eq!(plays[0]["bulletin_id"], bulletin.as_str());
     assert_eq!(h.get(&format!("/api/v1/plays?bulletin_id={bulletin}")).await.1.as_array().unwrap().len(), 3);
+    // A window of time (from inclusive, until exclusive, any zone) and the newest first: what the console's week
+    // view and a receiver's "recent plays" ask for.
+    let times = |v: &Value| {
+        v.as_array().unwrap().iter().map(|p| p["planned_at"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let (s, window) = h.get("/api/v1/plays?from=2026-11-24T06:00:00%2B07:00&until=2026-11-25T06:00:00%2B07:00").await;
+    assert_eq!(s, StatusCode::OK, "{window}");
+    assert_eq!(times(&window), ["2026-11-23T23:00:00Z"]);
+    let (_, newest) = h.get(&format!("/api/v1/plays?receiver_id={rx}&order=newest&limit=2")).await;
+    assert_eq!(times(&newest), ["2026-11-25T23:00:00Z", "2026-11-24T23:00:00Z"]);
+    let (_, before) = h.get("/api/v1/plays?until=2026-11-25T00:00:00Z&order=newest&limit=1").await;
+    assert_eq!(times(&before), ["2026-11-24T23:00:00Z"]);
 
     // Clash → 409 naming the clash; quiet hours → 422 naming the time and the village.
     let (s, v) = h
@@ -320,6 +332,12 @@ async fn bad_schedule_requests_are_4xx() {
     assert_eq!(h.get("/api/v1/schedules/77").await.0, StatusCode::NOT_FOUND);
     assert_eq!(h.call(Method::DELETE, "/api/v1/schedules/77", None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(h.get("/api/v1/plays?schedule_id=abc").await.0, StatusCode::BAD_REQUEST);
+    let (s, v) = h.get("/api/v1/plays?from=yesterday").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("from must be a date and time"), "{v}");
+    let (s, v) = h.get("/api/v1/plays?order=random").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("oldest or newest"), "{v}");
     // The clock moves: a past "at" is refused.
     h.clock.advance(chrono::Duration::days(3));
     let (s, v) = h

@@ -290,6 +290,16 @@ async fn staff_of_commune_a_can_neither_see_nor_target_commune_b() {
     let (_, plays) = get(&h, &editor, "/api/v1/plays").await;
     assert!(!plays.as_array().unwrap().is_empty());
     assert!(plays.as_array().unwrap().iter().all(|p| p["receiver_id"] == t.rx_a.as_str()), "{plays}");
+    // The same scope with a window of time and the newest first.
+    let (s, latest) =
+        get(&h, &editor, "/api/v1/plays?from=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z&order=newest").await;
+    assert_eq!(s, StatusCode::OK, "{latest}");
+    let latest = latest.as_array().unwrap();
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert_eq!(
+        (latest[0]["receiver_id"].as_str(), latest[0]["planned_at"].as_str()),
+        (Some(t.rx_a.as_str()), Some("2026-11-24T23:00:00Z"))
+    );
     let (_, all_plays) = get(&h, &admin(&h), "/api/v1/plays").await;
     assert!(all_plays.as_array().unwrap().iter().any(|p| p["receiver_id"] == t.rx_b.as_str()));
     // The province-wide schedule reaches outside commune A: not listed.

@@ -43,8 +43,22 @@ pub struct PlayFilter {
     pub receiver_id: Option<String>,
     /// Of this bulletin.
     pub bulletin_id: Option<String>,
+    /// Planned at or after this instant (UTC ms).
+    pub from: Option<i64>,
+    /// Planned before this instant (UTC ms).
+    pub until: Option<i64>,
+    /// Latest first (the default is earliest first).
+    pub newest_first: bool,
     /// At most this many (default 1000).
     pub limit: Option<u32>,
+}
+
+impl PlayFilter {
+    /// The ORDER BY clause for this filter, on columns of `table` (`""` or an alias with a dot).
+    pub(super) fn order_by(&self, table: &str) -> String {
+        let dir = if self.newest_first { "DESC" } else { "ASC" };
+        format!("ORDER BY {table}planned_at {dir}, {table}receiver_id")
+    }
 }
 
 /// A play to insert.
@@ -139,11 +153,20 @@ impl Store {
                 "SELECT {COLUMNS} FROM plays
                  WHERE (?1 IS NULL OR schedule_id = ?1) AND (?2 IS NULL OR receiver_id = ?2)
                    AND (?3 IS NULL OR bulletin_id = ?3)
-                 ORDER BY planned_at, receiver_id LIMIT ?4"
+                   AND (?5 IS NULL OR planned_at >= ?5) AND (?6 IS NULL OR planned_at < ?6)
+                 {} LIMIT ?4",
+                filter.order_by("")
             ))?;
             let list = stmt
                 .query_map(
-                    params![filter.schedule_id, filter.receiver_id, filter.bulletin_id, filter.limit.unwrap_or(1000)],
+                    params![
+                        filter.schedule_id,
+                        filter.receiver_id,
+                        filter.bulletin_id,
+                        filter.limit.unwrap_or(1000),
+                        filter.from,
+                        filter.until
+                    ],
                     row,
                 )?
                 .collect::<Result<Vec<_>, _>>()?;

@@ -234,7 +234,16 @@ pub async fn schedules(State(c): State<Console>, who: Caller, uri: Uri, Query(q)
             (format!("{} {}", word(who.lang, &format!("day_{wd}")), day.format("%d/%m")), BTreeMap::new())
         })
         .collect();
-    for p in list(c.get(&who, "/api/v1/plays?limit=20000").await.body) {
+    // Only the seven days shown, so that past plays (a province has thousands a day) never crowd them out.
+    let day_start = |d: i64| {
+        let day = today + Days::days(d);
+        day.and_hms_opt(0, 0, 0)
+            .and_then(|t| t.and_local_timezone(tz).single())
+            .map(|t| urlencoding::encode(&t.to_rfc3339()).into_owned())
+            .unwrap_or_default()
+    };
+    let week_plays = format!("/api/v1/plays?from={}&until={}&limit=10000", day_start(0), day_start(7));
+    for p in list(c.get(&who, &week_plays).await.body) {
         let Some(at) = p["planned_at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
             continue;
         };
@@ -311,7 +320,14 @@ pub async fn broadcast(State(c): State<Console>, who: Caller, uri: Uri, Path(id)
         .map(|r| (r["id"].as_str().unwrap_or_default().to_string(), r["name"].as_str().unwrap_or_default().to_string()))
         .collect();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    let plays: Vec<Value> = list(c.get(&who, &format!("/api/v1/plays?schedule_id={id}&limit=5000")).await.body)
+    // The occurrences from yesterday on (a daily schedule gathers thousands of past plays); for a broadcast that
+    // is over, its last ones.
+    let since = urlencoding::encode(&(Utc::now() - Days::days(1)).to_rfc3339()).into_owned();
+    let mut plays = list(c.get(&who, &format!("/api/v1/plays?schedule_id={id}&from={since}&limit=5000")).await.body);
+    if plays.is_empty() {
+        plays = list(c.get(&who, &format!("/api/v1/plays?schedule_id={id}&order=newest&limit=5000")).await.body);
+    }
+    let plays: Vec<Value> = plays
         .into_iter()
         .map(|mut p| {
             *counts.entry(p["status"].as_str().unwrap_or_default().to_string()).or_default() += 1;
@@ -401,12 +417,14 @@ pub async fn receiver(
     };
     let village = villages(&areas(&c, &who).await).get(&r["area_id"].as_i64().unwrap_or_default()).cloned();
     let history = c.get(&who, &format!("/api/v1/receivers/{rid}/history?days=3")).await.body;
+    // The latest plays up to now, newest first (not the first ones this receiver ever had).
+    let now = urlencoding::encode(&Utc::now().to_rfc3339()).into_owned();
     let samples = history["samples"].as_array().cloned().or_else(|| history.as_array().cloned()).unwrap_or_default();
     let page = context! {
         r => r,
         village => village,
         chart => super::chart::svg(&samples),
-        plays => list(c.get(&who, &format!("/api/v1/plays?receiver_id={rid}&limit=20")).await.body),
+        plays => list(c.get(&who, &format!("/api/v1/plays?receiver_id={rid}&until={now}&order=newest&limit=20")).await.body),
         can_command => role_in(&me, &["admin", "operator"]),
     };
     c.templates.render("receiver.html", who.lang, &frame(who.lang, "receiver", me, &uri, &q), page)
