@@ -225,10 +225,13 @@ pub async fn run(options: FleetOptions, json: bool) -> anyhow::Result<Vec<Value>
     }
     let storm_failed = |r: &Value| {
         r.get("storm_connections").is_some()
-            && (r["storm_all_back_seconds"].is_null() || r["storm_ready_seconds"].is_null())
+            && ["storm_all_back_seconds", "storm_online_seconds", "storm_ready_seconds"].iter().any(|k| r[*k].is_null())
     };
     if results.iter().any(storm_failed) {
-        bail!("after the reconnect storm, receivers did not all come back or did not all get the bulletin (see above)");
+        bail!(
+            "after the reconnect storm, receivers did not all come back, were not all online at the controller or did \
+             not all get the bulletin (see above)"
+        );
     }
     Ok(results)
 }
@@ -381,7 +384,7 @@ async fn one(kind: BrokerKind, o: &FleetOptions, ticks: f64) -> anyhow::Result<V
 }
 
 fn print_table(results: &[Value]) {
-    let rows: [(&str, &str, &str); 21] = [
+    let rows: [(&str, &str, &str); 22] = [
         ("receivers", "receivers", ""),
         ("registration (32 in flight)", "register_seconds", "s"),
         ("connects start → all online", "online_seconds", "s"),
@@ -401,6 +404,7 @@ fn print_table(results: &[Value]) {
         ("storm: connections to the broker", "storm_connections", ""),
         ("storm: broker restart took", "storm_restart_ms", "ms"),
         ("storm: restart → all back", "storm_all_back_seconds", "s"),
+        ("storm: restart → all online at controller", "storm_online_seconds", "s"),
         ("storm: peak reconnect rate", "storm_peak_reconnects_per_second", "/s"),
         ("storm: then 10 s bulletin to all", "storm_ready_seconds", "s"),
     ];
