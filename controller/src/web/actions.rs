@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde_json::{json, Value};
 
-use super::call::{Caller, Reply};
+use super::call::{Caller, Me, Reply};
 use super::i18n::word;
-use super::pages::{me, schedule_form};
+use super::pages::schedule_form;
 use super::Console;
 
 type Fields = Form<HashMap<String, String>>;
@@ -188,11 +188,7 @@ fn schedule_request(f: &HashMap<String, String>) -> Result<(Value, Vec<String>),
 }
 
 /// `POST /schedules`: warns about night-time plays before saving, then creates the schedule.
-pub async fn schedule(State(c): State<Console>, who: Caller, uri: Uri, Form(f): Fields) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn schedule(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Form(f): Fields) -> Response {
     let form = json!(f);
     let none = HashMap::new();
     let (body, times) = match schedule_request(&f) {
@@ -279,11 +275,7 @@ pub async fn create_user(State(c): State<Console>, who: Caller, Form(f): Fields)
 }
 
 /// `POST /receivers`: registers a receiver and shows its config file once (it holds the receiver's password).
-pub async fn register(State(c): State<Console>, who: Caller, uri: Uri, Form(f): Fields) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn register(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Form(f): Fields) -> Response {
     let Ok(area) = field(&f, "area").parse::<i64>() else {
         return flash("/receivers", "err", word(who.lang, "msg_bad_number"));
     };

@@ -41,6 +41,20 @@ impl FromRequestParts<Console> for Caller {
     }
 }
 
+/// The person at the browser as the API knows them (`GET /api/v1/me`: name, role, area, rights). A page handler
+/// that takes it is only reached by someone logged in; anyone else is sent to the login page.
+#[derive(Debug, Clone)]
+pub struct Me(pub Value);
+
+impl FromRequestParts<Console> for Me {
+    type Rejection = Bounce;
+
+    async fn from_request_parts(parts: &mut Parts, console: &Console) -> Result<Self, Self::Rejection> {
+        let Ok(who) = Caller::from_request_parts(parts, console).await;
+        console.get(&who, "/api/v1/me").await.page_data().map(Me)
+    }
+}
+
 /// The value of cookie `name` in a `Cookie` header.
 pub fn cookie_value(header: &str, name: &str) -> Option<String> {
     header.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_string())

@@ -10,7 +10,7 @@ use chrono::{Datelike, Duration as Days, Utc};
 use minijinja::context;
 use serde_json::{json, Value};
 
-use super::call::Caller;
+use super::call::{Caller, Me};
 use super::i18n::{word, Lang};
 use super::templates::{Frame, CSS, JS};
 use super::Console;
@@ -26,11 +26,6 @@ pub const LANGUAGES: &[&str] = &["vi", "tay", "nut", "hmn", "dao"];
 /// Whether the person's role is one of `roles`.
 pub fn role_in(me: &Value, roles: &[&str]) -> bool {
     me["role"].as_str().is_some_and(|r| roles.contains(&r))
-}
-
-/// The person at the browser (`GET /api/v1/me`), or the response that sends them to the login page.
-pub async fn me(c: &Console, who: &Caller) -> Result<Value, super::call::Bounce> {
-    c.get(who, "/api/v1/me").await.page_data()
 }
 
 /// The frame of a page: title, person, path, flash messages from the query.
@@ -92,11 +87,7 @@ fn list(v: Value) -> Vec<Value> {
 }
 
 /// `GET /`: receivers online and offline by commune, open alerts, what plays now, today's plays.
-pub async fn dashboard(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn dashboard(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Query(q): Q) -> Response {
     let board = match c.get(&who, "/api/v1/dashboard").await.page_data() {
         Ok(b) => b,
         Err(r) => return r.into_response(),
@@ -118,11 +109,7 @@ pub async fn login(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q)
 }
 
 /// `GET /bulletins`: the list, the upload form and the text-to-speech form.
-pub async fn bulletins(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn bulletins(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Query(q): Q) -> Response {
     let bulletins = match c.get(&who, "/api/v1/bulletins").await.page_data() {
         Ok(v) => list(v),
         Err(r) => return r.into_response(),
@@ -140,14 +127,11 @@ pub async fn bulletins(State(c): State<Console>, who: Caller, uri: Uri, Query(q)
 pub async fn bulletin(
     State(c): State<Console>,
     who: Caller,
+    Me(me): Me,
     uri: Uri,
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
     let b = match c.get(&who, &format!("/api/v1/bulletins/{}", urlencoding::encode(&id))).await.page_data() {
         Ok(b) => b,
         Err(r) => return r.into_response(),
@@ -196,11 +180,7 @@ type Slot = (String, String, usize, String);
 type Day = (String, BTreeMap<(String, i64), Slot>);
 
 /// `GET /schedules`: the next 7 days per day, and every schedule.
-pub async fn schedules(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn schedules(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Query(q): Q) -> Response {
     let titles = titles(&c, &who).await;
     let schedules: Vec<Value> = list(c.get(&who, "/api/v1/schedules").await.body)
         .into_iter()
@@ -276,11 +256,7 @@ pub async fn schedules(State(c): State<Console>, who: Caller, uri: Uri, Query(q)
 }
 
 /// `GET /schedules/new?bulletin=ID`: the schedule form.
-pub async fn new_schedule(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn new_schedule(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Query(q): Q) -> Response {
     let form = json!({"bulletin_id": q.get("bulletin").cloned().unwrap_or_default()});
     schedule_form(&c, &who, me, &uri, &q, form, Vec::new()).await
 }
@@ -304,11 +280,14 @@ pub async fn schedule_form(
 }
 
 /// `GET /schedules/{id}`: one broadcast, live: every receiver's download and play.
-pub async fn broadcast(State(c): State<Console>, who: Caller, uri: Uri, Path(id): Path<i64>, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn broadcast(
+    State(c): State<Console>,
+    who: Caller,
+    Me(me): Me,
+    uri: Uri,
+    Path(id): Path<i64>,
+    Query(q): Q,
+) -> Response {
     let mut s = match c.get(&who, &format!("/api/v1/schedules/{id}")).await.page_data() {
         Ok(s) => s,
         Err(r) => return r.into_response(),
@@ -349,11 +328,7 @@ pub async fn broadcast(State(c): State<Console>, who: Caller, uri: Uri, Path(id)
 }
 
 /// `GET /emergency`: send a warning from the library; the emergencies sent.
-pub async fn emergency(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn emergency(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Query(q): Q) -> Response {
     let titles = titles(&c, &who).await;
     let emergencies: Vec<Value> = list(c.get(&who, "/api/v1/emergencies").await.body)
         .into_iter()
@@ -376,11 +351,7 @@ fn villages(areas: &[AreaRow]) -> HashMap<i64, String> {
 }
 
 /// `GET /receivers`.
-pub async fn receivers(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn receivers(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Query(q): Q) -> Response {
     let names = villages(&areas(&c, &who).await);
     let receivers: Vec<Value> = list(c.get(&who, "/api/v1/receivers").await.body)
         .into_iter()
@@ -402,14 +373,11 @@ pub async fn receivers(State(c): State<Console>, who: Caller, uri: Uri, Query(q)
 pub async fn receiver(
     State(c): State<Console>,
     who: Caller,
+    Me(me): Me,
     uri: Uri,
     Path(id): Path<String>,
     Query(q): Q,
 ) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
     let rid = urlencoding::encode(&id).into_owned();
     let r = match c.get(&who, &format!("/api/v1/receivers/{rid}")).await.page_data() {
         Ok(r) => r,
@@ -431,11 +399,7 @@ pub async fn receiver(
 }
 
 /// `GET /alerts?state=open|all`.
-pub async fn alerts(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn alerts(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Query(q): Q) -> Response {
     let state = if q.get("state").map(String::as_str) == Some("all") { "all" } else { "open" };
     let alerts = match c.get(&who, &format!("/api/v1/alerts?state={state}")).await.page_data() {
         Ok(v) => list(v),
@@ -445,11 +409,7 @@ pub async fn alerts(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q
 }
 
 /// `GET /reports?from=&to=&area=`: proof of play on screen, with CSV and XLSX downloads.
-pub async fn reports(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn reports(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Query(q): Q) -> Response {
     let today = Utc::now().with_timezone(&crate::schedule::DEFAULT_TZ).date_naive();
     let from = q.get("from").cloned().unwrap_or_else(|| (today - Days::days(7)).to_string());
     let to = q.get("to").cloned().unwrap_or_else(|| today.to_string());
@@ -478,11 +438,7 @@ pub async fn reports(State(c): State<Console>, who: Caller, uri: Uri, Query(q): 
 }
 
 /// `GET /users` (admins).
-pub async fn users(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn users(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Query(q): Q) -> Response {
     let users = match c.get(&who, "/api/v1/users").await.page_data() {
         Ok(v) => list(v),
         Err(r) => return r.into_response(),
@@ -501,11 +457,7 @@ pub async fn users(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q)
 }
 
 /// `GET /audit` (admins).
-pub async fn audit(State(c): State<Console>, who: Caller, uri: Uri, Query(q): Q) -> Response {
-    let me = match me(&c, &who).await {
-        Ok(me) => me,
-        Err(r) => return r.into_response(),
-    };
+pub async fn audit(State(c): State<Console>, who: Caller, Me(me): Me, uri: Uri, Query(q): Q) -> Response {
     let entries = match c.get(&who, "/api/v1/audit?limit=300").await.page_data() {
         Ok(v) => list(v["entries"].clone()),
         Err(r) => return r.into_response(),
