@@ -14,6 +14,7 @@
 //! [`Backoff`] and jitter.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -115,6 +116,7 @@ impl MqttSettings {
 pub struct MqttLink {
     eventloop: EventLoop,
     events: mpsc::UnboundedSender<LinkEvent>,
+    received: Arc<AtomicU64>,
 }
 
 impl MqttLink {
@@ -132,7 +134,12 @@ impl MqttLink {
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
         }
         let (client, eventloop) = AsyncClient::new(options, 4096);
-        (client, MqttLink { eventloop, events })
+        (client, MqttLink { eventloop, events, received: Arc::default() })
+    }
+
+    /// Messages handed to dispatch so far (with dispatch's own count, the backlog between them: `/metrics`).
+    pub fn received(&self) -> Arc<AtomicU64> {
+        self.received.clone()
     }
 
     /// Polls the connection until `cancel`, reconnecting with backoff and jitter.
@@ -173,6 +180,9 @@ impl MqttLink {
                 }
             };
             if let Some(event) = forward {
+                if matches!(event, LinkEvent::Message { .. }) {
+                    self.received.fetch_add(1, Ordering::Relaxed);
+                }
                 if self.events.send(event).is_err() {
                     return;
                 }

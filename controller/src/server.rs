@@ -195,6 +195,7 @@ impl Controller {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let (client, link) = MqttLink::new(&mqtt_settings, events_tx);
+        let mqtt_received = link.received();
         let token = inner.clone();
         tasks.spawn(async move {
             link.run(token).await;
@@ -261,6 +262,7 @@ impl Controller {
         let sources = api::metrics::MetricsSources {
             dispatch: Some(self.stats.clone()),
             wire: self.config.broker.is_none().then(|| self.counters.clone()),
+            mqtt_received: Some(mqtt_received),
         };
         let api = api::app(state).layer(axum::Extension(sources));
         let speech = Arc::new(crate::web::EspeakNg { program: self.config.tts_program.clone(), ..Default::default() });

@@ -7,7 +7,7 @@
 //! lines are left out.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -31,6 +31,8 @@ pub struct MetricsSources {
     pub dispatch: Option<Arc<Mutex<Stats>>>,
     /// The embedded broker's byte counters.
     pub wire: Option<Arc<WireCounters>>,
+    /// Messages the MQTT loop handed to dispatch ([`crate::mqtt::MqttLink::received`]).
+    pub mqtt_received: Option<Arc<AtomicU64>>,
 }
 
 pub(super) fn routes() -> Router<AppState> {
@@ -100,6 +102,17 @@ async fn metrics(
             ];
             for (name, help, value) in counters {
                 family(&mut out, name, "counter", help, &[(String::new(), clamp(value))]);
+            }
+            if let Some(received) = &sources.mqtt_received {
+                // The loop never waits for dispatch (see crate::mqtt), so a dispatch that falls behind shows here.
+                let waiting = received.load(Ordering::Relaxed).saturating_sub(s.handled);
+                family(
+                    &mut out,
+                    "loa_dispatch_backlog",
+                    "gauge",
+                    "Messages from receivers received by the controller's MQTT client and not yet handled by dispatch.",
+                    &[(String::new(), clamp(waiting))],
+                );
             }
         }
         if let Some(wire) = &sources.wire {

@@ -319,9 +319,15 @@ async fn metrics_speak_prometheus_behind_the_same_login() {
     let stats = std::sync::Arc::new(std::sync::Mutex::new(crate::dispatch::Stats {
         chunk_bytes: 1234,
         plans: 2,
+        handled: 40,
         ..Default::default()
     }));
-    let sources = metrics::MetricsSources { dispatch: Some(stats), wire: Some(Default::default()) };
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(47));
+    let sources = metrics::MetricsSources {
+        dispatch: Some(stats),
+        wire: Some(Default::default()),
+        mqtt_received: Some(received),
+    };
     let req = Request::get("/metrics")
         .header("authorization", format!("Bearer {}", h.token))
         .body(HttpBody::empty())
@@ -330,5 +336,6 @@ async fn metrics_speak_prometheus_behind_the_same_login() {
     let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(text.lines().any(|l| l == "loa_dispatch_chunk_bytes_total 1234"), "{text}");
     assert!(text.lines().any(|l| l == "loa_dispatch_plans_total 2"), "{text}");
+    assert!(text.lines().any(|l| l == "loa_dispatch_backlog 7"), "received 47, handled 40: {text}");
     assert!(text.lines().any(|l| l == "loa_broker_bytes_total{direction=\"down\"} 0"), "{text}");
 }

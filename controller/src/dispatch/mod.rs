@@ -82,6 +82,8 @@ pub struct Stats {
     pub reports: u64,
     /// Messages dropped as malformed, unknown or not allowed.
     pub dropped: u64,
+    /// Messages from the broker handled (whatever came of them).
+    pub handled: u64,
     /// Chunks sent, per receiver.
     pub chunks_to: HashMap<String, u64>,
 }
@@ -247,6 +249,7 @@ impl Dispatcher {
             batch.into_iter().partition(|(topic, payload)| self.is_emergency_request(topic, payload));
         for (topic, payload) in first.into_iter().chain(rest) {
             keep_going(self.handle(&topic, &payload).await)?;
+            self.count(|s| s.handled += 1);
         }
         if connected {
             self.on_connected().await?;
