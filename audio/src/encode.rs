@@ -141,7 +141,8 @@ fn encode_stream_split(samples: &[f32], opts: &EncodeOptions, split: bool) -> Re
     if samples.is_empty() {
         return Err(AudioError::Empty);
     }
-    let lookahead = usize::try_from(new_encoder(opts)?.get_lookahead().map_err(codec_error)?).unwrap_or(0);
+    let mut first_encoder = new_encoder(opts)?;
+    let lookahead = usize::try_from(first_encoder.get_lookahead().map_err(codec_error)?).unwrap_or(0);
     let rate_factor = 48_000 / SPEECH_RATE as u64;
     let head = OpusHead {
         channels: 1,
@@ -160,12 +161,12 @@ fn encode_stream_split(samples: &[f32], opts: &EncodeOptions, split: bool) -> Re
     let frames = (samples.len() + lookahead).div_ceil(frame);
     let cut = if split { split_frame(samples, frame) } else { None };
     let packets = match cut {
-        None => encode_frames(samples, frame, 0, 0..frames, opts)?,
+        None => encode_frames(first_encoder, samples, frame, 0, 0..frames)?,
         Some(cut) => {
             let warm_up = ((SPEECH_RATE * WARM_UP_MS / 1000) as usize / frame).min(cut);
             let (first, second) = std::thread::scope(|scope| {
-                let second = scope.spawn(|| encode_frames(samples, frame, warm_up, cut..frames, opts));
-                let first = encode_frames(samples, frame, 0, 0..cut, opts);
+                let second = scope.spawn(|| encode_frames(new_encoder(opts)?, samples, frame, warm_up, cut..frames));
+                let first = encode_frames(first_encoder, samples, frame, 0, 0..cut);
                 (first, second.join())
             });
             // A panic in the second thread is a bug, not bad input: pass it on.
@@ -198,15 +199,14 @@ fn new_encoder(opts: &EncodeOptions) -> Result<Encoder, AudioError> {
     Ok(encoder)
 }
 
-/// Packets for `frames` from a fresh encoder that first encodes the `warm_up` frames before them (dropped).
+/// Packets for `frames` from a fresh `encoder` that first encodes the `warm_up` frames before them (dropped).
 fn encode_frames(
+    mut encoder: Encoder,
     samples: &[f32],
     frame: usize,
     warm_up: usize,
     frames: std::ops::Range<usize>,
-    opts: &EncodeOptions,
 ) -> Result<Vec<Vec<u8>>, AudioError> {
-    let mut encoder = new_encoder(opts)?;
     let mut out = Vec::with_capacity(frames.len());
     let mut buf = vec![0.0f32; frame];
     let mut packet = vec![0u8; 4000];

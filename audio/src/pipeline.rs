@@ -84,35 +84,35 @@ pub fn encode_prepared(prepared: &Prepared, opts: &PipelineOptions) -> Result<En
     let (target, ceiling) = (opts.process.target_lufs, opts.process.ceiling_dbtp);
     let mut aim = target;
     let mut headroom = opts.process.headroom_db;
-    let mut best: Option<Candidate> = None;
-    for attempt in 0..4 {
-        let speech = if attempt == 0 {
-            std::borrow::Cow::Borrowed(&prepared.speech)
-        } else {
-            let mut again = prepared.speech.clone();
-            normalize(&mut again, SPEECH_RATE, aim, ceiling, headroom)?;
-            std::borrow::Cow::Owned(again)
-        };
-        let mut candidate = encode_and_measure(&speech, opts)?;
-        let (level, peak) = (candidate.output.integrated_lufs, candidate.output.true_peak_dbtp);
-        // Never above the ceiling: a negative gain also takes an overshoot back under it.
-        candidate.set_gain((target - level).min(ceiling - peak));
-        let miss = (candidate.output.integrated_lufs - target).abs();
-        if miss <= 0.5 {
-            return Ok(candidate.finish(prepared));
-        }
-        if best.as_ref().is_none_or(|b| miss < (b.output.integrated_lufs - target).abs()) {
-            best = Some(candidate);
+    let (mut best, mut level, mut peak) = fitted(&prepared.speech, opts)?;
+    for _ in 1..4 {
+        if best.miss(target) <= 0.5 {
+            break;
         }
         if peak > ceiling {
             headroom += peak - ceiling + 0.3;
         }
         aim += target - level;
+        let mut again = prepared.speech.clone();
+        normalize(&mut again, SPEECH_RATE, aim, ceiling, headroom)?;
+        let candidate;
+        (candidate, level, peak) = fitted(&again, opts)?;
+        if candidate.miss(target) < best.miss(target) {
+            best = candidate;
+        }
     }
-    match best {
-        Some(best) => Ok(best.finish(prepared)),
-        None => Err(AudioError::InvalidOption("no encode attempt was made".into())),
-    }
+    Ok(best.finish(prepared))
+}
+
+/// Encodes and measures `speech`, then moves the level to the target with the output gain as far as the ceiling
+/// allows (never above it: a negative gain also takes an overshoot back under it). Returns the candidate and the
+/// loudness and true peak the encoder gave before the gain.
+fn fitted(speech: &[f32], opts: &PipelineOptions) -> Result<(Candidate, f64, f64), AudioError> {
+    let (target, ceiling) = (opts.process.target_lufs, opts.process.ceiling_dbtp);
+    let mut candidate = encode_and_measure(speech, opts)?;
+    let (level, peak) = (candidate.output.integrated_lufs, candidate.output.true_peak_dbtp);
+    candidate.set_gain((target - level).min(ceiling - peak));
+    Ok((candidate, level, peak))
 }
 
 /// An encoded stream and how it measures when decoded.
@@ -132,6 +132,11 @@ impl Candidate {
         let moved = self.stream.output_gain_db() - before;
         self.output.integrated_lufs += moved;
         self.output.true_peak_dbtp += moved;
+    }
+
+    /// How far the decoded loudness is from `target`, LU.
+    fn miss(&self, target: f64) -> f64 {
+        (self.output.integrated_lufs - target).abs()
     }
 
     fn finish(self, prepared: &Prepared) -> Encoded {

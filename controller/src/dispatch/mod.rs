@@ -247,10 +247,11 @@ impl Dispatcher {
         // Emergencies' chunk requests go first; everything else keeps its order.
         let (first, rest): (Vec<_>, Vec<_>) =
             batch.into_iter().partition(|(topic, payload)| self.is_emergency_request(topic, payload));
+        let handled = (first.len() + rest.len()) as u64;
         for (topic, payload) in first.into_iter().chain(rest) {
             keep_going(self.handle(&topic, &payload).await)?;
-            self.count(|s| s.handled += 1);
         }
+        self.count(|s| s.handled += handled);
         if connected {
             self.on_connected().await?;
         }

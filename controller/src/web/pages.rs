@@ -28,6 +28,14 @@ pub fn role_in(me: &Value, roles: &[&str]) -> bool {
     me["role"].as_str().is_some_and(|r| roles.contains(&r))
 }
 
+/// A time as an API query value (RFC 3339, `+` escaped).
+fn time_param<Tz: chrono::TimeZone>(t: &chrono::DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    urlencoding::encode(&t.to_rfc3339()).into_owned()
+}
+
 /// The frame of a page: title, person, path, flash messages from the query.
 pub fn frame(lang: Lang, title_key: &str, me: Value, uri: &Uri, q: &HashMap<String, String>) -> Frame {
     Frame {
@@ -219,7 +227,7 @@ pub async fn schedules(State(c): State<Console>, who: Caller, Me(me): Me, uri: U
         let day = today + Days::days(d);
         day.and_hms_opt(0, 0, 0)
             .and_then(|t| t.and_local_timezone(tz).single())
-            .map(|t| urlencoding::encode(&t.to_rfc3339()).into_owned())
+            .map(|t| time_param(&t))
             .unwrap_or_default()
     };
     let week_plays = format!("/api/v1/plays?from={}&until={}&limit=10000", day_start(0), day_start(7));
@@ -301,7 +309,7 @@ pub async fn broadcast(
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     // The occurrences from yesterday on (a daily schedule gathers thousands of past plays); for a broadcast that
     // is over, its last ones.
-    let since = urlencoding::encode(&(Utc::now() - Days::days(1)).to_rfc3339()).into_owned();
+    let since = time_param(&(Utc::now() - Days::days(1)));
     let mut plays = list(c.get(&who, &format!("/api/v1/plays?schedule_id={id}&from={since}&limit=5000")).await.body);
     if plays.is_empty() {
         plays = list(c.get(&who, &format!("/api/v1/plays?schedule_id={id}&order=newest&limit=5000")).await.body);
@@ -386,7 +394,7 @@ pub async fn receiver(
     let village = villages(&areas(&c, &who).await).get(&r["area_id"].as_i64().unwrap_or_default()).cloned();
     let history = c.get(&who, &format!("/api/v1/receivers/{rid}/history?days=3")).await.body;
     // The latest plays up to now, newest first (not the first ones this receiver ever had).
-    let now = urlencoding::encode(&Utc::now().to_rfc3339()).into_owned();
+    let now = time_param(&Utc::now());
     let samples = history["samples"].as_array().cloned().or_else(|| history.as_array().cloned()).unwrap_or_default();
     let page = context! {
         r => r,
