@@ -90,7 +90,7 @@ async fn added_latency_is_the_delay() {
     cancel.cancel();
 }
 
-async fn time_transfer(loss: f64) -> (Duration, u64) {
+async fn time_transfer(loss: f64) -> (Duration, loa_firmware_sim::link::DirStats) {
     let cancel = CancellationToken::new();
     let size = 60 * 1024;
     let h = relay(server(false, size).await, profile(2_000, 2_000, 10, loss), &cancel).await;
@@ -99,22 +99,23 @@ async fn time_transfer(loss: f64) -> (Duration, u64) {
     let mut all = Vec::new();
     c.read_to_end(&mut all).await.unwrap();
     assert_eq!(all.len(), size);
-    let lost = h.stats().down.lost_segments;
+    let down = h.stats().down;
     cancel.cancel();
-    (t0.elapsed(), lost)
+    (t0.elapsed(), down)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn loss_stalls_raise_the_time() {
-    let (clean, lost_clean) = time_transfer(0.0).await;
-    let (lossy, lost) = time_transfer(20.0).await;
-    assert_eq!(lost_clean, 0);
+async fn losses_are_sent_again_and_hold_delivery() {
+    let (clean, clean_down) = time_transfer(0.0).await;
+    let (lossy, down) = time_transfer(20.0).await;
+    assert_eq!(clean_down.lost_segments, 0);
+    let lost = down.lost_segments;
     assert!(lost > 0);
-    // Every loss costs at least one RTO of 200 ms.
-    assert!(
-        lossy >= clean + Duration::from_millis(200) * lost as u32 / 2,
-        "clean {clean:?}, lossy {lossy:?} with {lost} losses"
-    );
+    // Each resend takes the link again: at 2 Mbit/s the bytes sent, resends included, need this long at least.
+    let floor = Duration::from_secs_f64(down.tcp_data_bytes() as f64 * 8.0 / 2e6);
+    assert!(lossy >= floor && lossy >= clean, "clean {clean:?}, lossy {lossy:?} (floor {floor:?}) with {lost} losses");
+    // Each loss holds its segment (and those behind it) back a round trip (20 ms) at least.
+    assert!(down.held_us >= lost * 20_000, "{} µs held for {lost} losses", down.held_us);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

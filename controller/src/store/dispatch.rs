@@ -121,12 +121,21 @@ pub fn ready_variants(store: &Store, bulletin: &str) -> Result<Vec<VariantRow>, 
 
 /// The ready variant whose wire id is `protocol_id` (`{bulletin_id}-{language}`), if any.
 pub fn variant_by_protocol_id(store: &Store, protocol_id: &str) -> Result<Option<VariantRow>, StoreError> {
+    // `b-<hex>-<language>`: bulletin ids hold no '-' after their prefix, so the language is what follows the
+    // next one. Looked up by (bulletin_id, language), the variants' unique index: every chunk request asks.
+    let Some((bulletin, language)) = protocol_id
+        .strip_prefix("b-")
+        .and_then(|rest| rest.split_once('-'))
+        .map(|(hex, lang)| (format!("b-{hex}"), lang))
+    else {
+        return Ok(None);
+    };
     store.with_conn(|c| {
         Ok(c.query_row(
             "SELECT v.bulletin_id, v.language, v.sha256, v.bytes, v.duration_ms, b.title, b.category
                FROM variants v JOIN bulletins b ON b.id = v.bulletin_id
-              WHERE v.bulletin_id || '-' || v.language = ?1 AND v.status = 'ready' AND v.sha256 IS NOT NULL",
-            [protocol_id],
+              WHERE v.bulletin_id = ?1 AND v.language = ?2 AND v.status = 'ready' AND v.sha256 IS NOT NULL",
+            params![bulletin, language],
             variant_row,
         )
         .optional()?)
@@ -308,4 +317,26 @@ pub fn may_fetch(store: &Store, receiver: &str, bulletin: &str, now_ms: i64) -> 
             .optional()?;
         Ok(found.is_some())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn variants_are_found_by_their_protocol_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (id, v) = store.create_bulletin("Giá lúa", "market", "vi", 1).unwrap();
+        let wire = format!("{id}-vi");
+        assert!(variant_by_protocol_id(&store, &wire).unwrap().is_none(), "still encoding");
+        store.variant_ready(v, &"ab".repeat(32), 1000, 2000).unwrap();
+        let row = variant_by_protocol_id(&store, &wire).unwrap().unwrap();
+        assert_eq!(row.protocol_id(), wire);
+        assert_eq!(row.title, "Giá lúa");
+        for other in [format!("{id}-tay"), id.clone(), format!("{id}vi"), "b-".into(), "x-1-vi".into(), String::new()] {
+            assert!(variant_by_protocol_id(&store, &other).unwrap().is_none(), "{other:?}");
+        }
+    }
 }

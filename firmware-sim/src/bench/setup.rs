@@ -2,7 +2,7 @@
 //! an area without quiet hours, receivers behind emulated links, a generated speech-like bulletin of any length,
 //! a schedule, and waiting until a receiver's cache holds the file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +39,15 @@ pub struct BenchController {
 impl BenchController {
     /// Starts one with its data in `dir`, on loopback ports chosen by the system.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_broker_on(dir, IpAddr::from([127, 0, 0, 1])).await
+    }
+
+    /// Starts one whose embedded broker listens on `broker_ip` (a port chosen by the system); the receiver
+    /// configs it issues point there.
+    pub async fn start_with_broker_on(dir: &Path, broker_ip: IpAddr) -> anyhow::Result<Self> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let http = tokio::net::TcpListener::bind(any).await?;
-        let mqtt = tokio::net::TcpListener::bind(any).await?;
+        let mqtt = tokio::net::TcpListener::bind(SocketAddr::new(broker_ip, 0)).await?;
         let config = ControllerConfig {
             data_dir: dir.to_path_buf(),
             http_listen: http.local_addr()?,
@@ -102,20 +108,24 @@ pub async fn receivers(
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for &i in &members {
-        let id = fleet.id(i).unwrap_or_default().to_string();
-        loop {
-            let r = api.get(&format!("/receivers/{id}")).await?;
-            if r["online"] == json!(true) {
-                break;
-            }
-            ensure!(tokio::time::Instant::now() < deadline, "receiver {id} did not come online");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_online(api, fleet.id(i).unwrap_or_default(), deadline).await?;
     }
     Ok(members)
 }
 
-fn tune(config: &str, tuning: ReceiverTuning) -> anyhow::Result<String> {
+/// Waits until the controller lists receiver `id` online, at the latest until `deadline`.
+pub async fn wait_online(api: &ApiClient, id: &str, deadline: tokio::time::Instant) -> anyhow::Result<()> {
+    loop {
+        let r = api.get(&format!("/receivers/{id}")).await?;
+        if r["online"] == json!(true) {
+            return Ok(());
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "receiver {id} did not come online");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub(crate) fn tune(config: &str, tuning: ReceiverTuning) -> anyhow::Result<String> {
     let mut table: toml::Table = toml::from_str(config)?;
     if let Some(w) = tuning.window_chunks {
         table.insert("window_chunks".into(), toml::Value::Integer(i64::from(w)));

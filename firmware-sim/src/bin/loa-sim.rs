@@ -166,6 +166,11 @@ enum Bench {
         /// Length of the warning, s.
         #[arg(long, default_value_t = 20)]
         warning_seconds: u32,
+        /// Where the receivers' disks (and the controller's data) go: default /dev/shm when there is one, so
+        /// that a thousand receivers do not queue behind each other's fsyncs on one shared disk (each real
+        /// receiver has its own SD card).
+        #[arg(long)]
+        state_dir: Option<std::path::PathBuf>,
     },
     /// Delivery time of a 5-minute bulletin over gprs against file size ÷ link rate.
     Bulk {
@@ -177,6 +182,10 @@ enum Bench {
         /// Bulletin length, s.
         #[arg(long, default_value_t = 300)]
         seconds: u32,
+        /// The link: `emulated` (user-space relay), `kernel` (kernel TCP between network namespaces; root, and
+        /// loa-receiver built beside loa-sim) or `both`, one after the other.
+        #[arg(long, default_value = "emulated")]
+        link: String,
     },
     /// Many receivers on direct connections, then one bulletin to all: time until all are ready, controller CPU and
     /// peak RSS (the controller runs as a child process: build loa-controller first).
@@ -321,21 +330,28 @@ async fn main() -> anyhow::Result<()> {
                 _ = cancel.cancelled() => Ok(()),
             }
         }
-        Cmd::Bench { scenario: Bench::Emergency { common, profiles, receivers, normal_seconds, warning_seconds } } => {
+        Cmd::Bench {
+            scenario: Bench::Emergency { common, profiles, receivers, normal_seconds, warning_seconds, state_dir },
+        } => {
             let options = emergency::EmergencyOptions {
                 profiles: profiles.split(',').map(|p| LinkProfile::named(p.trim())).collect::<Result<_, _>>()?,
                 receivers,
                 normal_seconds,
                 warning_seconds,
+                state_dir: state_dir.or_else(emergency::default_state_dir),
             };
             tokio::select! {
                 r = emergency::run(options, common.json) => r.map(|_| ()),
                 _ = cancel.cancelled() => Ok(()),
             }
         }
-        Cmd::Bench { scenario: Bench::Bulk { common, profile, seconds } } => {
-            let options =
-                bulk::BulkOptions { profile: LinkProfile::named(&profile)?, seconds, tuning: tuning(&common) };
+        Cmd::Bench { scenario: Bench::Bulk { common, profile, seconds, link } } => {
+            let options = bulk::BulkOptions {
+                profile: LinkProfile::named(&profile)?,
+                seconds,
+                tuning: tuning(&common),
+                links: bulk::parse_links(&link).map_err(anyhow::Error::msg)?,
+            };
             tokio::select! {
                 r = bulk::run(options, common.json) => r.map(|_| ()),
                 _ = cancel.cancelled() => Ok(()),

@@ -21,12 +21,12 @@ pub struct DirCounters {
     pub bytes: AtomicU64,
     /// Segments delivered.
     pub segments: AtomicU64,
-    /// Segment losses (each one retransmitted after a stall).
+    /// Segment losses (each one sent again).
     pub lost_segments: AtomicU64,
     /// Payload bytes of the lost segments (sent again).
     pub lost_bytes: AtomicU64,
-    /// Time the stream stood still waiting for retransmission timeouts, µs.
-    pub stalled_us: AtomicU64,
+    /// Summed over lost segments: how much later each was delivered than without its losses, µs.
+    pub held_us: AtomicU64,
     /// Complete MQTT packets that passed.
     pub mqtt_packets: AtomicU64,
     /// Bytes of those packets (fixed header included).
@@ -62,8 +62,8 @@ pub struct DirStats {
     pub lost_segments: u64,
     /// Payload bytes of the lost segments.
     pub lost_bytes: u64,
-    /// Retransmission-timeout stalls, µs.
-    pub stalled_us: u64,
+    /// Summed delivery delay of the lost segments, µs.
+    pub held_us: u64,
     /// Complete MQTT packets.
     pub mqtt_packets: u64,
     /// Bytes of complete MQTT packets.
@@ -95,7 +95,7 @@ impl DirCounters {
             segments: l(&self.segments),
             lost_segments: l(&self.lost_segments),
             lost_bytes: l(&self.lost_bytes),
-            stalled_us: l(&self.stalled_us),
+            held_us: l(&self.held_us),
             mqtt_packets: l(&self.mqtt_packets),
             mqtt_bytes: l(&self.mqtt_bytes),
             publish_payload_bytes: l(&self.publish_payload_bytes),
@@ -129,7 +129,7 @@ impl DirStats {
             segments: self.segments.saturating_sub(earlier.segments),
             lost_segments: self.lost_segments.saturating_sub(earlier.lost_segments),
             lost_bytes: self.lost_bytes.saturating_sub(earlier.lost_bytes),
-            stalled_us: self.stalled_us.saturating_sub(earlier.stalled_us),
+            held_us: self.held_us.saturating_sub(earlier.held_us),
             mqtt_packets: self.mqtt_packets.saturating_sub(earlier.mqtt_packets),
             mqtt_bytes: self.mqtt_bytes.saturating_sub(earlier.mqtt_bytes),
             publish_payload_bytes: self.publish_payload_bytes.saturating_sub(earlier.publish_payload_bytes),

@@ -58,7 +58,8 @@ pub struct LinkProfile {
     pub delay_ms: u32,
     /// Extra one-way delay, uniform in 0..=jitter_ms (order is kept, as TCP does).
     pub jitter_ms: u32,
-    /// Probability that a segment is lost, percent; each loss stalls the stream for one retransmission timeout.
+    /// Probability that a segment is lost, percent; a loss is repaired about one round trip later, as TCP's fast
+    /// retransmit does (a lost resend waits for the retransmission timeout).
     pub loss_percent: f64,
     /// Random outages and disconnects, if any.
     pub outages: Option<OutageSchedule>,
@@ -116,7 +117,7 @@ impl LinkProfile {
         2 * u64::from(self.delay_ms)
     }
 
-    /// The retransmission timeout a loss costs: max(200 ms, 2 × RTT).
+    /// The retransmission timeout a lost resend waits: max(200 ms, 2 × RTT).
     pub fn rto_ms(&self) -> u64 {
         (2 * self.rtt_ms()).max(200)
     }

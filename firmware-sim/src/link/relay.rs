@@ -229,6 +229,7 @@ fn params(p: &LinkProfile) -> (DirParams, DirParams) {
         delay: Duration::from_millis(u64::from(p.delay_ms)),
         jitter: Duration::from_millis(u64::from(p.jitter_ms)),
         loss: (p.loss_percent / 100.0).clamp(0.0, 1.0),
+        rtt: Duration::from_millis(p.rtt_ms()),
         rto: Duration::from_millis(p.rto_ms()),
     };
     (dir(p.rate_down_kbps), dir(p.rate_up_kbps))

@@ -10,6 +10,10 @@
 //! against the manifest's chunk hash before writing it, and moves a complete file into the cache after checking
 //! its SHA-256. A bad frame or file is an error for the caller to count; its chunks are simply asked for again.
 //!
+//! A chunk overdue by half a round trip (likely held behind a lost TCP segment being repaired: its bytes will
+//! arrive all at once with those behind it) stops holding the window, up to one window of such chunks, so the
+//! sender is asked for more and the link does not stand idle through the repair.
+//!
 //! Urgent downloads (emergencies) get the whole window: when one appears, the requests in flight for the
 //! others are forgotten (no longer counted against the window, so the urgent chunks are asked for at once; if
 //! their frames still arrive they are stored, not wasted), and the others get no new requests until the urgent
@@ -80,9 +84,13 @@ struct Sent {
     due: Instant,
     /// Bytes in flight ahead of it when it was asked for.
     ahead: u64,
-    /// Counted against the window (false once forgotten for an urgent download).
+    /// Counted against the window (false once forgotten for an urgent download, or relieved when overdue).
     counted: bool,
     len: u64,
+    /// When it is overdue: likely held behind a lost segment that TCP is repairing (None: link not measured).
+    overdue_at: Option<Instant>,
+    /// No longer counted because it was overdue.
+    relieved: bool,
 }
 
 #[derive(Debug)]
@@ -230,6 +238,10 @@ impl Downloader {
                 a.asked_again.insert(i);
             }
         }
+        for a in &mut self.active {
+            let window = self.link.window_bytes(a.manifest.chunk_size, self.max_chunks);
+            relieve_overdue(&mut a.in_flight, window, now);
+        }
         let sent = || self.active.iter().flat_map(|a| a.in_flight.values());
         let mut counted: u64 = sent().filter(|s| s.counted).map(|s| s.len).sum();
         let mut ahead: u64 = sent().map(|s| s.len).sum();
@@ -253,7 +265,9 @@ impl Downloader {
                 let before = ahead;
                 ahead += len;
                 let due = now + self.link.timeout(ahead, self.chunk_timeout);
-                a.in_flight.insert(i, Sent { at: now, due, ahead: before, counted: true, len });
+                let overdue_at = self.link.overdue_after(before).map(|d| now + d);
+                a.in_flight
+                    .insert(i, Sent { at: now, due, ahead: before, counted: true, len, overdue_at, relieved: false });
                 pick.push(i);
             }
             // Keep each request within the protocol's range limit.
@@ -319,6 +333,28 @@ impl Downloader {
                 Err(e.into())
             }
         }
+    }
+}
+
+/// Chunks overdue (see [`Estimator::overdue_after`]) stop holding the window, up to one window of them.
+///
+/// On a lossy link a lost TCP segment holds back every byte behind it until its retransmission lands: the
+/// frames of the chunks in flight then arrive all at once, about a round trip late, and with only the window's
+/// chunks asked for the link would stand idle for the round trip it takes to ask for more. Asking for more
+/// while they are overdue keeps the sender busy during the repair. They stay in flight (not asked again until
+/// their timeout), and at most one window of them is relieved, so a link that is down does not pile up requests.
+fn relieve_overdue(in_flight: &mut HashMap<u32, Sent>, window: u64, now: Instant) {
+    let mut relieved: u64 = in_flight.values().filter(|s| s.relieved).map(|s| s.len).sum();
+    let mut overdue: Vec<(&u32, &mut Sent)> =
+        in_flight.iter_mut().filter(|(_, s)| s.counted && s.overdue_at.is_some_and(|t| t <= now)).collect();
+    overdue.sort_by_key(|(i, _)| **i);
+    for (_, s) in overdue {
+        if relieved + s.len > window {
+            break;
+        }
+        s.counted = false;
+        s.relieved = true;
+        relieved += s.len;
     }
 }
 
@@ -463,6 +499,58 @@ mod tests {
         let rate = d.link().rate().unwrap();
         assert!((1800.0..2200.0).contains(&rate), "{rate}");
         assert!(max_in_flight <= 4, "{max_in_flight}");
+    }
+
+    #[test]
+    fn chunks_held_behind_a_repair_stop_holding_the_window() {
+        // The link of the test above, measured first.
+        let (_dir, cache, m, file) = setup(100 * 1024);
+        let mut d = Downloader::new(cache, 16, Duration::from_secs(10));
+        d.set_wanted(vec![normal(&m)]);
+        let mut t = Instant::now();
+        let mut queue: std::collections::VecDeque<(u32, Instant)> = Default::default();
+        let mut link_free = t;
+        let serve = |i: u32, t: Instant, link_free: &mut Instant, queue: &mut std::collections::VecDeque<_>| {
+            let start = (*link_free).max(t + Duration::from_millis(300));
+            *link_free = start + Duration::from_millis(512);
+            queue.push_back((i, *link_free));
+        };
+        for _ in 0..60 {
+            for i in asked(&d.requests(t)) {
+                serve(i, t, &mut link_free, &mut queue);
+            }
+            let (i, at) = queue.pop_front().unwrap();
+            t = at;
+            d.on_frame(&frame(&m, &file, i), t).unwrap();
+        }
+        for i in asked(&d.requests(t)) {
+            serve(i, t, &mut link_free, &mut queue);
+        }
+        // Now a lost segment holds everything back: nothing arrives while TCP repairs it.
+        let held: Vec<(u32, Instant)> = queue.iter().copied().collect();
+        let window = d.link().window_bytes(1024, 16);
+        let rtt = d.link().min_rtt().unwrap();
+        let first_due = held[0].1;
+        let mut extra = Vec::new();
+        let mut first_extra = None;
+        let end = first_due + rtt * 3;
+        while t < end {
+            t += Duration::from_millis(20);
+            let now_asked = asked(&d.requests(t));
+            if !now_asked.is_empty() && first_extra.is_none() {
+                first_extra = Some(t);
+            }
+            extra.extend(now_asked);
+        }
+        let first_extra = first_extra.expect("more chunks asked for while the window was held");
+        assert!(first_extra >= first_due, "asked before the held chunk was due");
+        assert!(first_extra <= first_due + rtt, "{:?} after it was due", first_extra - first_due);
+        assert!(extra.iter().all(|i| held.iter().all(|(h, _)| h != i)), "held chunks asked again: {extra:?}");
+        assert!(extra.len() as u64 * 1024 <= window, "{} chunks for a window of {window} B", extra.len());
+        // The repair lands: the held chunks arrive all at once and are kept.
+        for (i, _) in held {
+            assert_eq!(d.on_frame(&frame(&m, &file, i), t).unwrap(), FrameOutcome::Stored);
+        }
     }
 
     #[test]

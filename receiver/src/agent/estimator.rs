@@ -145,6 +145,14 @@ impl Estimator {
         target.min(max)
     }
 
+    /// How long after it is asked for a chunk with `ahead` bytes in flight before it is overdue: its expected
+    /// arrival (min RTT plus the queue ahead at the measured rate) plus half a min RTT. `None` until measured.
+    pub(crate) fn overdue_after(&self, ahead: u64) -> Option<Duration> {
+        let (rate, rtt) = (self.rate?, self.min_rtt()?);
+        let queue = Duration::from_secs_f64((ahead as f64 / rate.max(1.0)).min(3600.0));
+        Some(rtt + queue + rtt / 2)
+    }
+
     /// How long to wait for a chunk asked for now with `ahead` bytes in flight before it (its own included),
     /// given the configured `chunk_timeout`.
     pub(crate) fn timeout(&self, ahead: u64, chunk_timeout: Duration) -> Duration {
