@@ -204,6 +204,11 @@ async fn over_gprs_an_emergency_plays_before_a_long_download_finishes() -> anyho
     ensure!(to_air <= 5 * GPRS_EMERGENCY_GOAL_MS, "emergency took {to_air} ms to air");
     let p = plays(&s.api, emergency).await;
     ensure!(p.len() == 1 && p[0]["tier"] == "emergency", "{p:?}");
+    // The warning's first chunk went out unasked behind its plan. The receiver's request for it, sent before it
+    // arrived, did not get it a second time (no such request when the frame overtook the manifest on the broker:
+    // the receiver kept it and did not ask).
+    let stats = s.ctl.dispatch_stats();
+    ensure!(stats.heads_pushed == 1 && stats.heads_not_resent <= 1, "{stats:?}");
     s.fleet.shutdown().await;
     s.ctl.stop().await?;
     Ok(())

@@ -193,6 +193,11 @@ impl TestController {
         Ok(c)
     }
 
+    /// Dispatch's counters so far.
+    pub fn dispatch_stats(&self) -> loa_controller::dispatch::Stats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     /// Chunks dispatch has sent to `receiver` so far.
     pub fn chunks_sent_to(&self, receiver: &str) -> u64 {
         self.stats.lock().map(|s| s.chunks_to.get(receiver).copied().unwrap_or(0)).unwrap_or(0)

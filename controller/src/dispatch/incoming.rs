@@ -6,7 +6,8 @@ use loa_protocol::{
     ChunkRequest, Health, Message, PlayEvent, ReceiverId, ReportBatch, Status, StatusState, Timestamp, Topic,
 };
 
-use super::{DispatchError, Dispatcher};
+use super::files::ServedFile;
+use super::{DispatchError, Dispatcher, PUSHED_HEAD_GRACE};
 use crate::store::dispatch::{self as q, PlayUpdate};
 use crate::store::StoreError;
 
@@ -115,11 +116,37 @@ impl Dispatcher {
         if let Err(e) = request.check_against(&file.manifest) {
             return self.drop_message(&topic, &e.to_string());
         }
-        let out = self.topics.chunks(rx);
         let total = file.manifest.chunk_count() as usize;
         let key = (rx.to_string(), request.bulletin.to_string());
         let before = self.sent.get(&key).map_or(0, |s| s.iter().filter(|b| **b).count());
-        for index in request.indices() {
+        // The request that crossed a pushed head on its way (see `push_head`) does not get it twice.
+        let pushed = self.pushed_heads.remove(&key).is_some_and(|at| at.elapsed() < PUSHED_HEAD_GRACE);
+        let indices: Vec<u32> = request.indices().filter(|i| !(pushed && *i == 0)).collect();
+        if pushed && indices.len() < request.indices().count() {
+            tracing::debug!(receiver = %rx, bulletin = %request.bulletin, "the pushed first chunk is not sent again");
+            self.count(|s| s.heads_not_resent += 1);
+        }
+        self.send_chunks(rx, request.bulletin.as_str(), &file, &indices).await?;
+        let after = self.sent.get(&key).map_or(0, |s| s.iter().filter(|b| **b).count());
+        let percent = |n: usize| (n * 100 / total.max(1)) as u8;
+        if percent(after) / 10 != percent(before) / 10 || after == total {
+            q::set_progress(&self.store, rx.as_str(), &variant.bulletin_id, percent(after), now.unix_ms())?;
+        }
+        Ok(())
+    }
+
+    /// Publishes chunks `indices` of `file` (wire id `bulletin`) to `rx`, counting them and marking them sent.
+    async fn send_chunks(
+        &mut self,
+        rx: &ReceiverId,
+        bulletin: &str,
+        file: &ServedFile,
+        indices: &[u32],
+    ) -> Result<(), DispatchError> {
+        let out = self.topics.chunks(rx);
+        let total = file.manifest.chunk_count() as usize;
+        let key = (rx.to_string(), bulletin.to_string());
+        for &index in indices {
             let frame = file.manifest.frame(&file.bytes, index)?;
             let len = frame.data.len() as u64;
             self.client.publish(out.clone(), rumqttc::QoS::AtMostOnce, false, frame.encode()?).await?;
@@ -138,11 +165,33 @@ impl Dispatcher {
                 *slot = true;
             }
         }
-        let after = self.sent.get(&key).map_or(0, |s| s.iter().filter(|b| **b).count());
-        let percent = |n: usize| (n * 100 / total.max(1)) as u8;
-        if percent(after) / 10 != percent(before) / 10 || after == total {
-            q::set_progress(&self.store, rx.as_str(), &variant.bulletin_id, percent(after), now.unix_ms())?;
+        Ok(())
+    }
+
+    /// Sends the first chunk of emergency file `bulletin` to `rx` unasked, right behind its urgent plan: the
+    /// receiver's request would cost a round trip (0.6 s on GPRS) before the warning's first bytes set off. The
+    /// receiver asks for it anyway (it cannot know); that one request does not get it again (`on_chunk_request`).
+    pub(super) async fn push_head(
+        &mut self,
+        rx: &ReceiverId,
+        bulletin: &str,
+        now: Timestamp,
+    ) -> Result<(), DispatchError> {
+        let key = (rx.to_string(), bulletin.to_string());
+        if self.sent.get(&key).is_some_and(|chunks| chunks.iter().all(|c| *c)) {
+            return Ok(()); // it was sent whole before: the receiver holds it or asks for what it lacks
         }
+        let Some(variant) = q::variant_by_protocol_id(&self.store, bulletin)? else { return Ok(()) };
+        let file = match self.files.get(&self.store, &variant, now) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(receiver = %rx, bulletin, error = %e, "emergency head not pushed");
+                return Ok(());
+            }
+        };
+        self.send_chunks(rx, bulletin, &file, &[0]).await?;
+        self.pushed_heads.insert(key, tokio::time::Instant::now());
+        self.count(|s| s.heads_pushed += 1);
         Ok(())
     }
 

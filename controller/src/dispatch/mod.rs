@@ -35,6 +35,10 @@ pub const NO_REPORT_GRACE_MS: i64 = 10 * 60 * 1000;
 const LOOKBACK_MS: i64 = 25 * 3600 * 1000;
 /// After an emergency is sent, how long a receiver's chunk requests for other files are held back at most.
 const HOLD_OTHER_DOWNLOADS: Duration = Duration::from_secs(20);
+/// How long after an emergency's first chunk was pushed a request for it is taken as the one that crossed it on
+/// the way (and not answered again): the receiver asks once the manifest is in, which on GPRS may be seconds
+/// after the push when a normal download's chunks were queued ahead.
+pub(crate) const PUSHED_HEAD_GRACE: Duration = Duration::from_secs(15);
 /// Most queued messages taken in one go, so chunk requests for emergencies can be served first.
 const BATCH: usize = 256;
 
@@ -86,6 +90,10 @@ pub struct Stats {
     pub handled: u64,
     /// Chunks sent, per receiver.
     pub chunks_to: HashMap<String, u64>,
+    /// Emergency first chunks sent unasked, right behind the urgent plan.
+    pub heads_pushed: u64,
+    /// Requests for such a chunk that crossed it on the way and were not answered again.
+    pub heads_not_resent: u64,
 }
 
 /// The dispatcher. See the module doc.
@@ -116,6 +124,8 @@ pub struct Dispatcher {
     holds: HashMap<String, (tokio::time::Instant, Vec<String>)>,
     /// Wire ids of the emergency variants in each receiver's latest plan: their chunk requests are served first.
     plan_emergencies: HashMap<String, Vec<String>>,
+    /// When an emergency file's first chunk was pushed to a receiver, per (receiver, variant wire id).
+    pushed_heads: HashMap<(String, String), tokio::time::Instant>,
 }
 
 impl Dispatcher {
@@ -150,6 +160,7 @@ impl Dispatcher {
             manifests_sent: HashMap::new(),
             holds: HashMap::new(),
             plan_emergencies: HashMap::new(),
+            pushed_heads: HashMap::new(),
         }
     }
 
@@ -284,6 +295,7 @@ impl Dispatcher {
         let started = std::time::Instant::now();
         let ids = self.urgent.take();
         let count = ids.len();
+        self.pushed_heads.retain(|_, at| at.elapsed() < PUSHED_HEAD_GRACE);
         for id in ids {
             let Ok(rx) = ReceiverId::new(id.clone()) else { continue };
             let area = match self.store.receiver(&id) {
@@ -302,6 +314,14 @@ impl Dispatcher {
             // Until the warning's chunks have gone out, this receiver's requests for other files wait: every
             // chunk of those already on its slow link is airtime the warning cannot use.
             let wanted = self.plan_emergencies.get(&id).cloned().unwrap_or_default();
+            for bulletin in &wanted {
+                if let Err(e) = self.push_head(&rx, bulletin, now).await {
+                    match e {
+                        DispatchError::Mqtt(_) => return Err(e),
+                        other => tracing::warn!(receiver = %id, error = %other, "emergency head not pushed"),
+                    }
+                }
+            }
             if !wanted.is_empty() {
                 self.holds.insert(id, (tokio::time::Instant::now() + HOLD_OTHER_DOWNLOADS, wanted));
             }

@@ -24,7 +24,7 @@
 //! A full disk pauses every download for [`DISK_FULL_RETRY`]: frames arriving meanwhile are dropped, and the
 //! chunks are asked for again afterwards.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,7 +123,14 @@ pub(crate) struct Downloader {
     next_req: u32,
     link: Estimator,
     paused_until: Option<Instant>,
+    /// Frames for no download (yet), newest last: see [`Downloader::take_early`].
+    early: VecDeque<(Instant, Vec<u8>)>,
 }
+
+/// Frames kept for a download that has not started.
+const EARLY_FRAMES: usize = 8;
+/// How long such a frame is kept.
+const EARLY_MAX_AGE: Duration = Duration::from_secs(30);
 
 impl Downloader {
     pub(crate) fn new(cache: Cache, window_chunks: u32, chunk_timeout: Duration) -> Self {
@@ -134,6 +141,7 @@ impl Downloader {
             active: Vec::new(),
             next_req: 0,
             link: Estimator::new(),
+            early: VecDeque::new(),
             paused_until: None,
         }
     }
@@ -184,6 +192,20 @@ impl Downloader {
             }
             tracing::info!(forgotten, "urgent download: it gets the whole window");
         }
+    }
+
+    /// The kept frames that belong to a download now going on, for the caller to hand to
+    /// [`Downloader::on_frame`] again. A chunk can arrive before the manifest that starts its download: an
+    /// emergency's first chunk is pushed right behind its manifest, and a broker may deliver different topics out
+    /// of order. Frames older than [`EARLY_MAX_AGE`] are dropped.
+    pub(crate) fn take_early(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        self.early.retain(|(at, _)| now.saturating_duration_since(*at) < EARLY_MAX_AGE);
+        let active: HashSet<BulletinTag> = self.active.iter().map(|a| a.tag).collect();
+        let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.early)
+            .into_iter()
+            .partition(|(_, bytes)| ChunkFrame::decode(bytes).is_ok_and(|f| active.contains(&f.tag)));
+        self.early = rest;
+        mine.into_iter().map(|(_, bytes)| bytes).collect()
     }
 
     /// Forgets every request in flight (after the link dropped, or a resync), so all are asked again.
@@ -295,6 +317,10 @@ impl Downloader {
         let busy_after = self.busy();
         self.link.on_frame(now, bytes.len(), busy_before, busy_after, rtt);
         let Some(pos) = pos else {
+            self.early.push_back((now, bytes.to_vec()));
+            if self.early.len() > EARLY_FRAMES {
+                self.early.pop_front();
+            }
             return Ok(FrameOutcome::Ignored);
         };
         if self.paused_until.is_some_and(|until| now < until) {
@@ -551,6 +577,33 @@ mod tests {
         for (i, _) in held {
             assert_eq!(d.on_frame(&frame(&m, &file, i), t).unwrap(), FrameOutcome::Stored);
         }
+    }
+
+    #[test]
+    fn chunks_before_their_manifest_are_kept_for_a_while() {
+        let (_dir, cache, m, file) = setup(10 * 1024);
+        let mut d = Downloader::new(cache, 4, Duration::from_secs(10));
+        let t0 = Instant::now();
+        // Chunk 0 overtakes its manifest; so do frames of files this receiver will never fetch.
+        assert_eq!(d.on_frame(&frame(&m, &file, 0), t0).unwrap(), FrameOutcome::Ignored);
+        let (other, other_file) = manifest_for("b-0000000000ef-vi", ts(1_800_000_000_000), 9_000);
+        for _ in 0..3 {
+            d.on_frame(&frame(&other, &other_file, 0), t0).unwrap();
+        }
+        assert!(d.take_early(t0).is_empty(), "no download yet");
+        d.set_wanted(vec![Wanted { manifest: m.clone(), urgent: true }]);
+        let early = d.take_early(t0 + Duration::from_secs(1));
+        assert_eq!(early.len(), 1);
+        assert_eq!(d.on_frame(&early[0], t0).unwrap(), FrameOutcome::Stored);
+        assert_eq!(asked(&d.requests(t0))[0], 1, "chunk 0 is not asked for");
+        assert!(d.take_early(t0).is_empty(), "handed over once");
+        // At most EARLY_FRAMES are kept, for EARLY_MAX_AGE.
+        for i in 0..20 {
+            d.on_frame(&frame(&other, &other_file, i % other.chunk_count()), t0).unwrap();
+        }
+        assert_eq!(d.early.len(), EARLY_FRAMES);
+        d.set_wanted(vec![normal(&other)]);
+        assert!(d.take_early(t0 + EARLY_MAX_AGE).is_empty(), "too old");
     }
 
     #[test]

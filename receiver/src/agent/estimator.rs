@@ -68,7 +68,10 @@ impl Estimator {
         busy_after: bool,
         rtt: Option<(Duration, u64)>,
     ) {
-        if let Some((rtt, ahead)) = rtt {
+        // An answer cannot come back in less than the path's round trip: a frame that does was on its way before
+        // it was asked for (an emergency's first chunk is pushed unasked), and says nothing about the path.
+        let plausible = |(rtt, _): &(Duration, u64)| self.min_rtt().is_none_or(|m| *rtt >= m / 2);
+        if let Some((rtt, ahead)) = rtt.filter(plausible) {
             let queued = self.rate.map_or(Duration::ZERO, |r| Duration::from_secs_f64(ahead as f64 / r.max(1.0)));
             let path = rtt.saturating_sub(queued).max(rtt / 10);
             self.rtt_sample(now, rtt, path);
@@ -181,6 +184,19 @@ mod tests {
             e.on_frame(now, size, true, true, Some((rtt, 0)));
         }
         now
+    }
+
+    #[test]
+    fn an_answer_faster_than_the_path_is_no_rtt_sample() {
+        let mut e = Estimator::new();
+        let t = feed(&mut e, Instant::now(), 20, 1000, 6000.0, 600 * MS);
+        assert_eq!(e.min_rtt(), Some(600 * MS));
+        // A pushed chunk arrives 20 ms after the receiver asked for it: not a measure of the path.
+        e.on_frame(t + 100 * MS, 1000, true, true, Some((20 * MS, 0)));
+        assert_eq!(e.min_rtt(), Some(600 * MS));
+        // A real improvement (the path got shorter) still counts.
+        e.on_frame(t + 200 * MS, 1000, true, true, Some((400 * MS, 0)));
+        assert_eq!(e.min_rtt(), Some(400 * MS));
     }
 
     #[test]

@@ -448,6 +448,12 @@ impl Agent {
             .map(|(m, urgent)| Wanted { manifest: m.clone(), urgent })
             .collect();
         self.downloader.set_wanted(wanted);
+        // Chunks that arrived before the manifest that starts their download.
+        for frame in self.downloader.take_early(Instant::now()) {
+            if let Err(e) = self.on_frame(&frame) {
+                tracing::warn!(error = %e, "a chunk that came before its manifest");
+            }
+        }
     }
 
     fn on_tick(&mut self) -> Result<(), ReceiverError> {
