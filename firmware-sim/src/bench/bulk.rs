@@ -117,6 +117,34 @@ pub async fn run(options: BulkOptions, json: bool) -> anyhow::Result<Vec<serde_j
     Ok(all)
 }
 
+/// Prints the top of a run's table: what ran, the link, the floor and the delivery times.
+fn print_head(
+    options: &BulkOptions,
+    bulletin: &Bulletin,
+    what: &str,
+    loss: &str,
+    [floor, seconds]: [f64; 2],
+    from_start: Option<f64>,
+) {
+    let p = &options.profile;
+    println!("bulk: delivery of a {:.0} s bulletin over {} ({what})", bulletin.duration_ms as f64 / 1000.0, p.name);
+    println!(
+        "link: {} kbit/s down, {} ms RTT, {} % {loss}; file {} bytes",
+        p.rate_down_kbps,
+        p.rtt_ms(),
+        p.loss_percent,
+        bulletin.bytes
+    );
+    println!();
+    println!("{:<34} {:>10}", "", "seconds");
+    println!("{}", "-".repeat(45));
+    println!("{:<34} {:>10.1}", "floor (file bytes / link rate)", floor);
+    println!("{:<34} {:>10.1}", "schedule → verified in cache", seconds);
+    if let Some(s) = from_start {
+        println!("{:<34} {:>10.1}", "download start → verified in cache", s);
+    }
+}
+
 /// Over the user-space relay, with an in-process receiver.
 async fn run_emulated(options: &BulkOptions) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
@@ -151,26 +179,7 @@ async fn run_emulated(options: &BulkOptions) -> anyhow::Result<serde_json::Value
     // rest is the link idle (waiting for a loss to be repaired, round trips).
     let serialising = stats.down.tcp_data_bytes() as f64 / rate;
     let held = stats.down.held_us as f64 / 1e6;
-    println!(
-        "bulk: delivery of a {:.0} s bulletin over {} (user-space link, in-process receiver)",
-        bulletin.duration_ms as f64 / 1000.0,
-        options.profile.name
-    );
-    println!(
-        "link: {} kbit/s down, {} ms RTT, {} % loss; file {} bytes",
-        options.profile.rate_down_kbps,
-        options.profile.rtt_ms(),
-        options.profile.loss_percent,
-        bulletin.bytes
-    );
-    println!();
-    println!("{:<34} {:>10}", "", "seconds");
-    println!("{}", "-".repeat(45));
-    println!("{:<34} {:>10.1}", "floor (file bytes / link rate)", floor);
-    println!("{:<34} {:>10.1}", "schedule → verified in cache", seconds);
-    if let Some(s) = from_start {
-        println!("{:<34} {:>10.1}", "download start → verified in cache", s);
-    }
+    print_head(options, &bulletin, "user-space link, in-process receiver", "loss", [floor, seconds], from_start);
     println!("{:<34} {:>10.1}", "  link serialising (all bytes)", serialising);
     println!("{:<34} {:>10.1}", "  rest (loss repair, round trips)", seconds - serialising);
     println!("{:<34} {:>10.1}", "  (lost segments held, summed)", held);
@@ -263,26 +272,8 @@ async fn run_kernel(options: &BulkOptions) -> anyhow::Result<serde_json::Value> 
     let queue_full = (down.queue_full - down_before.queue_full) + (up.queue_full - up_before.queue_full);
     // Every IP packet sent down, retransmissions included, took its time on the link.
     let serialising = down_bytes as f64 / rate;
-    println!(
-        "bulk: delivery of a {:.0} s bulletin over {} (kernel TCP between network namespaces, loa-receiver binary)",
-        bulletin.duration_ms as f64 / 1000.0,
-        options.profile.name
-    );
-    println!(
-        "link: {} kbit/s down, {} ms RTT, {} % of IP packets lost each way; file {} bytes",
-        options.profile.rate_down_kbps,
-        options.profile.rtt_ms(),
-        options.profile.loss_percent,
-        bulletin.bytes
-    );
-    println!();
-    println!("{:<34} {:>10}", "", "seconds");
-    println!("{}", "-".repeat(45));
-    println!("{:<34} {:>10.1}", "floor (file bytes / link rate)", floor);
-    println!("{:<34} {:>10.1}", "schedule → verified in cache", seconds);
-    if let Some(s) = from_start {
-        println!("{:<34} {:>10.1}", "download start → verified in cache", s);
-    }
+    let what = "kernel TCP between network namespaces, loa-receiver binary";
+    print_head(options, &bulletin, what, "of IP packets lost each way", [floor, seconds], from_start);
     println!("{:<34} {:>10.1}", "  link busy (all IP packets down)", serialising);
     println!("{:<34} {:>10.1}", "  rest (repair, round trips, idle)", seconds - serialising);
     println!();
