@@ -177,8 +177,7 @@ impl Dispatcher {
         bulletin: &str,
         now: Timestamp,
     ) -> Result<(), DispatchError> {
-        let key = (rx.to_string(), bulletin.to_string());
-        if self.sent.get(&key).is_some_and(|chunks| chunks.iter().all(|c| *c)) {
+        if self.sent_whole(rx.as_str(), bulletin) {
             return Ok(()); // it was sent whole before: the receiver holds it or asks for what it lacks
         }
         let Some(variant) = q::variant_by_protocol_id(&self.store, bulletin)? else { return Ok(()) };
@@ -190,7 +189,7 @@ impl Dispatcher {
             }
         };
         self.send_chunks(rx, bulletin, &file, &[0]).await?;
-        self.pushed_heads.insert(key, tokio::time::Instant::now());
+        self.pushed_heads.insert((rx.to_string(), bulletin.to_string()), tokio::time::Instant::now());
         self.count(|s| s.heads_pushed += 1);
         Ok(())
     }

@@ -330,13 +330,16 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Whether every chunk of `bulletin` (wire id) has been sent to `rx`.
+    pub(super) fn sent_whole(&self, rx: &str, bulletin: &str) -> bool {
+        self.sent.get(&(rx.to_string(), bulletin.to_string())).is_some_and(|chunks| chunks.iter().all(|sent| *sent))
+    }
+
     /// Whether chunk requests of `rx` for files other than emergencies are held back now (see
     /// [`HOLD_OTHER_DOWNLOADS`]). The hold ends early once every emergency file it is fetching was sent whole.
     pub(super) fn holding(&mut self, rx: &str) -> bool {
         let Some((until, wanted)) = self.holds.get(rx) else { return false };
-        let all_sent = wanted
-            .iter()
-            .all(|v| self.sent.get(&(rx.to_string(), v.clone())).is_some_and(|chunks| chunks.iter().all(|sent| *sent)));
+        let all_sent = wanted.iter().all(|v| self.sent_whole(rx, v));
         if tokio::time::Instant::now() >= *until || all_sent {
             self.holds.remove(rx);
             return false;

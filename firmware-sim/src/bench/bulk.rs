@@ -145,6 +145,31 @@ fn print_head(
     }
 }
 
+/// A run's JSON object: the figures both links give, and the link's own (`extra`, an object).
+fn figures(
+    options: &BulkOptions,
+    bulletin: &Bulletin,
+    [floor, seconds, serialising]: [f64; 3],
+    from_start: Option<f64>,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let tenth = |x: f64| (x * 10.0).round() / 10.0;
+    let mut out = json!({
+        "seconds": tenth(seconds),
+        "floor_seconds": tenth(floor),
+        "ratio": (seconds / floor * 1000.0).round() / 1000.0,
+        "download_seconds": from_start.map(tenth),
+        "file_bytes": bulletin.bytes,
+        "audio_seconds": bulletin.duration_ms as f64 / 1000.0,
+        "profile": options.profile.name,
+        "serialising_seconds": tenth(serialising),
+    });
+    if let (Some(out), serde_json::Value::Object(extra)) = (out.as_object_mut(), extra) {
+        out.extend(extra);
+    }
+    out
+}
+
 /// Over the user-space relay, with an in-process receiver.
 async fn run_emulated(options: &BulkOptions) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::tempdir()?;
@@ -194,21 +219,18 @@ async fn run_emulated(options: &BulkOptions) -> anyhow::Result<serde_json::Value
         stats.up.bytes,
         stats.down.mqtt_packets,
     );
-    let out = json!({
-        "seconds": (seconds * 10.0).round() / 10.0,
-        "floor_seconds": (floor * 10.0).round() / 10.0,
-        "ratio": (seconds / floor * 1000.0).round() / 1000.0,
-        "download_seconds": from_start.map(|s| (s * 10.0).round() / 10.0),
-        "file_bytes": bulletin.bytes,
-        "audio_seconds": bulletin.duration_ms as f64 / 1000.0,
-        "profile": options.profile.name,
-        "link": "emulated",
-        "down_bytes": stats.down.bytes,
-        "lost_segments": stats.down.lost_segments + stats.up.lost_segments,
-        "serialising_seconds": (serialising * 10.0).round() / 10.0,
-        "loss_held_seconds": (held * 10.0).round() / 10.0,
-    });
-    Ok(out)
+    Ok(figures(
+        options,
+        &bulletin,
+        [floor, seconds, serialising],
+        from_start,
+        json!({
+            "link": "emulated",
+            "down_bytes": stats.down.bytes,
+            "lost_segments": stats.down.lost_segments + stats.up.lost_segments,
+            "loss_held_seconds": (held * 10.0).round() / 10.0,
+        }),
+    ))
 }
 
 /// Stops the receiver process when the run ends, however it ends.
@@ -284,19 +306,17 @@ async fn run_kernel(options: &BulkOptions) -> anyhow::Result<serde_json::Value> 
         if seconds <= 1.2 * floor { "met" } else { "NOT met" },
         up.bytes - up_before.bytes,
     );
-    Ok(json!({
-        "seconds": (seconds * 10.0).round() / 10.0,
-        "floor_seconds": (floor * 10.0).round() / 10.0,
-        "ratio": (seconds / floor * 1000.0).round() / 1000.0,
-        "download_seconds": from_start.map(|s| (s * 10.0).round() / 10.0),
-        "file_bytes": bulletin.bytes,
-        "audio_seconds": bulletin.duration_ms as f64 / 1000.0,
-        "profile": options.profile.name,
-        "link": "kernel",
-        "down_ip_bytes": down_bytes,
-        "down_packets": down_packets,
-        "lost_packets": lost,
-        "queue_full_packets": queue_full,
-        "serialising_seconds": (serialising * 10.0).round() / 10.0,
-    }))
+    Ok(figures(
+        options,
+        &bulletin,
+        [floor, seconds, serialising],
+        from_start,
+        json!({
+            "link": "kernel",
+            "down_ip_bytes": down_bytes,
+            "down_packets": down_packets,
+            "lost_packets": lost,
+            "queue_full_packets": queue_full,
+        }),
+    ))
 }

@@ -159,7 +159,6 @@ pub struct KernelLink {
     ns: String,
     host_if: String,
     host_ip: Ipv4Addr,
-    ns_ip: Ipv4Addr,
     down: Arc<PacketCounters>,
     up: Arc<PacketCounters>,
     stop: Arc<AtomicBool>,
@@ -198,7 +197,6 @@ impl KernelLink {
             ns: format!("loa-k{id}"),
             host_if: format!("loakh{id}"),
             host_ip: Ipv4Addr::new(10, 214, subnet, 1),
-            ns_ip: Ipv4Addr::new(10, 214, subnet, 2),
             down: Arc::default(),
             up: Arc::default(),
             stop: Arc::default(),
@@ -211,7 +209,7 @@ impl KernelLink {
         run(&["ip", "netns", "add", &link.ns])?;
         let host_dev = Arc::new(tun_device(&link.host_if)?);
         let ns_dev = Arc::new(tun_device(&ns_if)?);
-        let (host, peer) = (link.host_ip.to_string(), link.ns_ip.to_string());
+        let (host, peer) = (link.host_ip.to_string(), Ipv4Addr::new(10, 214, subnet, 2).to_string());
         run(&["ip", "link", "set", &ns_if, "netns", &link.ns])?;
         run(&["ip", "addr", "add", &host, "peer", &peer, "dev", &link.host_if])?;
         run(&["ip", "link", "set", &link.host_if, "up"])?;
@@ -245,11 +243,6 @@ impl KernelLink {
     /// The host's address on the link (what the receiver connects to).
     pub fn host_ip(&self) -> Ipv4Addr {
         self.host_ip
-    }
-
-    /// The receiver side's address.
-    pub fn ns_ip(&self) -> Ipv4Addr {
-        self.ns_ip
     }
 
     /// Counts host → namespace (down) and namespace → host (up).

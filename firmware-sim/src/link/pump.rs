@@ -27,6 +27,9 @@ use tokio::time::Instant;
 use super::counters::{DirCounters, MqttMeter, HEADER_BYTES, SEGMENT_BYTES};
 use super::relay::Shared;
 
+/// Resends of one segment that can be lost (Linux's `tcp_retries2`); the next one gets through, so that a
+/// profile with 100 % loss stalls a stream for minutes instead of looping for ever.
+const MAX_RESENDS: u32 = 15;
 /// The longest a back-off can stall a stream.
 const MAX_RTO: Duration = Duration::from_secs(60);
 /// Below this, serialisation debt is carried instead of sleeping (the timer's granularity).
@@ -119,7 +122,7 @@ impl Timeline {
             self.next_free += serialise;
             through = (sent + params.rtt + serialise).max(self.next_free);
             let mut rto = params.rto;
-            while lost() {
+            while losses <= MAX_RESENDS && lost() {
                 losses += 1;
                 self.next_free += serialise;
                 through += rto + serialise;
@@ -246,6 +249,13 @@ mod tests {
         assert_eq!(c.losses, 3);
         assert_eq!(c.held, p.rtt + seg + (p.rto + seg) + (p.rto * 2 + seg));
         assert_eq!(t.next_free(), t0 + seg * 4);
+    }
+
+    #[test]
+    fn total_loss_ends_after_the_last_resend() {
+        let p = DirParams { loss: 1.0, ..gprs() };
+        let c = Timeline::new(Instant::now()).send(Instant::now(), 100, &p, Duration::ZERO, || true);
+        assert_eq!(c.losses, MAX_RESENDS + 1);
     }
 
     #[test]

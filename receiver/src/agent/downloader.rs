@@ -124,7 +124,7 @@ pub(crate) struct Downloader {
     link: Estimator,
     paused_until: Option<Instant>,
     /// Frames for no download (yet), newest last: see [`Downloader::take_early`].
-    early: VecDeque<(Instant, Vec<u8>)>,
+    early: VecDeque<(Instant, BulletinTag, Vec<u8>)>,
 }
 
 /// Frames kept for a download that has not started.
@@ -199,13 +199,12 @@ impl Downloader {
     /// emergency's first chunk is pushed right behind its manifest, and a broker may deliver different topics out
     /// of order. Frames older than [`EARLY_MAX_AGE`] are dropped.
     pub(crate) fn take_early(&mut self, now: Instant) -> Vec<Vec<u8>> {
-        self.early.retain(|(at, _)| now.saturating_duration_since(*at) < EARLY_MAX_AGE);
-        let active: HashSet<BulletinTag> = self.active.iter().map(|a| a.tag).collect();
+        self.early.retain(|(at, _, _)| now.saturating_duration_since(*at) < EARLY_MAX_AGE);
         let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.early)
             .into_iter()
-            .partition(|(_, bytes)| ChunkFrame::decode(bytes).is_ok_and(|f| active.contains(&f.tag)));
+            .partition(|(_, tag, _)| self.active.iter().any(|a| a.tag == *tag));
         self.early = rest;
-        mine.into_iter().map(|(_, bytes)| bytes).collect()
+        mine.into_iter().map(|(_, _, bytes)| bytes).collect()
     }
 
     /// Forgets every request in flight (after the link dropped, or a resync), so all are asked again.
@@ -317,7 +316,7 @@ impl Downloader {
         let busy_after = self.busy();
         self.link.on_frame(now, bytes.len(), busy_before, busy_after, rtt);
         let Some(pos) = pos else {
-            self.early.push_back((now, bytes.to_vec()));
+            self.early.push_back((now, frame.tag, bytes.to_vec()));
             if self.early.len() > EARLY_FRAMES {
                 self.early.pop_front();
             }
