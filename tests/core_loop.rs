@@ -1,4 +1,4 @@
-//! End-to-end: a real controller (embedded rumqttd, or Mosquitto), three real receivers with WAV sinks, a shared
+//! End-to-end: a real controller (its embedded broker, or Mosquitto), three real receivers with WAV sinks, a shared
 //! fixture uploaded and scheduled 10 s ahead for two of the three villages.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -99,11 +99,11 @@ pub async fn wait_online(api: &ApiClient, ids: &[String], timeout: Duration) -> 
 /// Which broker a test controller uses.
 #[derive(Debug, Clone)]
 pub enum BrokerKind {
-    /// rumqttd inside the controller.
+    /// The broker embedded in the controller.
     Embedded,
     /// An external broker at this URL.
     External(String),
-    /// rumqttd inside the controller, its public listener speaking TLS with this PEM certificate and key.
+    /// The broker embedded in the controller, its public listener speaking TLS with this PEM certificate and key.
     EmbeddedTls {
         /// `mqtt_tls_cert_file`.
         cert_file: PathBuf,

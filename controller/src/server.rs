@@ -150,7 +150,7 @@ impl Controller {
         let mqtt_settings = match (&self.config.broker, self.mqtt) {
             (None, Some(listener)) => {
                 let secret = Alphanumeric.sample_string(&mut rand::rng(), 32);
-                // Read the TLS files first: a bad certificate must stop the start before rumqttd is running.
+                // Read the TLS files first: a bad certificate must stop the start before the broker runs.
                 let tls = match (&self.config.mqtt_tls_cert_file, &self.config.mqtt_tls_key_file) {
                     (Some(cert), Some(key)) => {
                         Some(crate::broker::tls::server_acceptor(cert, key).map_err(BrokerError::from)?)

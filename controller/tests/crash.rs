@@ -72,7 +72,7 @@ impl Ctl {
                 .arg(format!("127.0.0.1:{http_port}"))
                 .arg("--mqtt-listen")
                 .arg(format!("127.0.0.1:{mqtt_port}"))
-                .env("RUST_LOG", "info,rumqttd=off")
+                .env("RUST_LOG", "info")
                 .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
                 .stdout(out.try_clone()?)

@@ -331,8 +331,7 @@ fn spawn(exe: &Path, args: &[OsString], log_path: &Path) -> anyhow::Result<Child
     let log = OpenOptions::new().create(true).append(true).open(log_path)?;
     let mut cmd = Command::new(exe);
     cmd.args(args);
-    // rumqttd logs every failed accept in a tight loop when out of file descriptors (gigabytes per minute).
-    cmd.env("RUST_LOG", "info,rumqttd=off").env("NO_COLOR", "1");
+    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
     Ok(cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?)
 }
 

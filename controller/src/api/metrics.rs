@@ -140,6 +140,13 @@ async fn metrics(
                 "MQTT connections closed for breaking a topic rule (a receiver reaching for another's topics).",
                 &[(String::new(), clamp(wire.acl_denied.load(Ordering::Relaxed)))],
             );
+            family(
+                &mut out,
+                "loa_broker_messages_dropped_total",
+                "counter",
+                "Messages the embedded MQTT broker dropped because a client did not read them (its outbox was full).",
+                &[(String::new(), clamp(wire.messages_dropped.load(Ordering::Relaxed)))],
+            );
         }
     }
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response())

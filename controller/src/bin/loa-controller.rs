@@ -204,13 +204,8 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // rumqttd logs at ERROR in a tight loop when the process runs out of file descriptors (gigabytes of log in
-    // minutes) and at ERROR for every peer that leaves abruptly; the relay in front of it (`broker.rs`) logs
-    // accepts and failures itself, so rumqttd's own log is off unless RUST_LOG asks for it.
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rumqttd=off".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let args = Args::parse();
     let config = ControllerConfig::load(args.config.as_deref(), std::env::vars(), args.flags())?;

@@ -1,9 +1,8 @@
-//! Topic ACLs of the embedded broker, enforced in the relay in front of rumqttd (rumqttd 0.20 checks logins
-//! but has no per-client topic permissions: its only hook is the `(client id, user, password) -> bool` login
-//! handler). The relay reads the client's packets with [`super::packet`] and lets through:
+//! Topic ACLs of the embedded broker, checked by each connection ([`super::connection`]) on CONNECT, SUBSCRIBE
+//! and PUBLISH. It lets through:
 //!
 //! - from the controller's client id: everything;
-//! - from a receiver `X` (client id = username = `X`, password checked by rumqttd): SUBSCRIBE only to filters
+//! - from a receiver `X` (client id = username = `X`, password checked at login): SUBSCRIBE only to filters
 //!   that match nothing outside `{prefix}/rx/X` (so no `#`, no `+` in the receiver position, no other id, no
 //!   `$share/...`), PUBLISH (and a last will) only on `{prefix}/up/X/{status,health,chunk-req,report}` — exactly
 //!   the topics [`Topics::parse`] knows as uplink of `X`. There are no area-level topics: everything a receiver
@@ -15,8 +14,6 @@
 //! in [`super::WireCounters::acl_denied`].
 
 use loa_protocol::{Direction, Topics};
-
-use super::packet::{Inspected, PacketError};
 
 /// Who a connection is, from its CONNECT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,15 +44,9 @@ pub enum Refusal {
         /// The topic or filter.
         topic: String,
     },
-    /// The client did not speak MQTT 3.1.1 as the relay understands it (rumqttd would drop it too).
+    /// The client did not speak MQTT 3.1.1, or did not log in.
     #[error("protocol: {0}")]
     Protocol(String),
-}
-
-impl From<PacketError> for Refusal {
-    fn from(e: PacketError) -> Self {
-        Refusal::Protocol(e.to_string())
-    }
 }
 
 impl AclRules {
@@ -64,7 +55,7 @@ impl AclRules {
         AclRules { topics, controller_id: controller_id.into() }
     }
 
-    /// The role of a CONNECT's client. Usernames must equal client ids (rumqttd's login handler checks the
+    /// The role of a CONNECT's client. Usernames must equal client ids (the login checks the
     /// password); a client id that cannot be a receiver id is refused here already.
     pub fn role(&self, client_id: &str, username: Option<&str>) -> Result<Role, Refusal> {
         if username != Some(client_id) {
@@ -102,68 +93,9 @@ impl AclRules {
     }
 }
 
-/// The ACL state of one connection: waits for CONNECT, then checks each packet against the client's role.
-#[derive(Debug)]
-pub struct Gate {
-    rules: std::sync::Arc<AclRules>,
-    role: Option<Role>,
-}
-
-impl Gate {
-    /// A gate for a new connection.
-    pub fn new(rules: std::sync::Arc<AclRules>) -> Self {
-        Gate { rules, role: None }
-    }
-
-    /// The client's role, once it has sent CONNECT.
-    pub fn role(&self) -> Option<&Role> {
-        self.role.as_ref()
-    }
-
-    /// Checks one whole packet from the client; `Ok` means pass it on unchanged.
-    pub fn check(&mut self, packet: &[u8]) -> Result<(), Refusal> {
-        if self.role == Some(Role::Controller) {
-            return Ok(());
-        }
-        let inspected = super::packet::inspect(packet)?;
-        let Some(role) = &self.role else {
-            let Inspected::Connect { client_id, username, will_topic } = inspected else {
-                return Err(Refusal::Protocol("the first packet must be CONNECT".into()));
-            };
-            let role = self.rules.role(&client_id, username.as_deref())?;
-            if let Some(topic) = will_topic {
-                if !self.rules.may_publish(&role, &topic) {
-                    return Err(Refusal::Denied { client: client_id, action: "leave a will on", topic });
-                }
-            }
-            self.role = Some(role);
-            return Ok(());
-        };
-        let client = match role {
-            Role::Controller => return Ok(()),
-            Role::Receiver(id) => id,
-        };
-        match inspected {
-            Inspected::Connect { .. } => Err(Refusal::Protocol("a second CONNECT".into())),
-            Inspected::Subscribe { filters } => {
-                match filters.into_iter().find(|f| !self.rules.may_subscribe(role, f)) {
-                    Some(topic) => Err(Refusal::Denied { client: client.clone(), action: "subscribe to", topic }),
-                    None => Ok(()),
-                }
-            }
-            Inspected::Publish { topic } if !self.rules.may_publish(role, &topic) => {
-                Err(Refusal::Denied { client: client.clone(), action: "publish on", topic })
-            }
-            Inspected::Publish { .. } | Inspected::Other(_) => Ok(()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::packet::tests::{connect_packet, publish_packet, subscribe_packet};
     use super::*;
-    use std::sync::Arc;
 
     const A: &str = "rx-aaaaaaaaaaaa";
     const B: &str = "rx-bbbbbbbbbbbb";
@@ -239,42 +171,5 @@ mod tests {
             assert!(!r.may_publish(&a, &bad), "{bad}");
         }
         assert!(r.may_publish(&Role::Controller, &format!("loa/v1/rx/{B}/plan")));
-    }
-
-    #[test]
-    fn gate_follows_the_connection() {
-        let rules = Arc::new(rules("loa"));
-        // A receiver: its own traffic passes, another's topics are refused.
-        let mut g = Gate::new(rules.clone());
-        assert!(matches!(g.check(&subscribe_packet(&["#"])), Err(Refusal::Protocol(_))));
-        let will = format!("loa/v1/up/{A}/status");
-        g.check(&connect_packet(A, Some(A), Some(&will))).unwrap();
-        assert_eq!(g.role(), Some(&Role::Receiver(A.into())));
-        g.check(&subscribe_packet(&[&format!("loa/v1/rx/{A}/#")])).unwrap();
-        g.check(&publish_packet(&format!("loa/v1/up/{A}/report"), b"{}")).unwrap();
-        g.check(&[0xc0, 0]).unwrap();
-        let refused = g.check(&subscribe_packet(&[&format!("loa/v1/rx/{A}/#"), &format!("loa/v1/rx/{B}/plan")]));
-        assert_eq!(
-            refused,
-            Err(Refusal::Denied { client: A.into(), action: "subscribe to", topic: format!("loa/v1/rx/{B}/plan") })
-        );
-        let refused = g.check(&publish_packet(&format!("loa/v1/up/{B}/report"), b"{}"));
-        assert!(matches!(refused, Err(Refusal::Denied { action: "publish on", .. })), "{refused:?}");
-        assert!(matches!(g.check(&connect_packet(B, Some(B), None)), Err(Refusal::Protocol(_))));
-
-        // A will on another receiver's status, a username that is not the client id, a bad id.
-        let mut g = Gate::new(rules.clone());
-        let refused = g.check(&connect_packet(A, Some(A), Some(&format!("loa/v1/up/{B}/status"))));
-        assert!(matches!(refused, Err(Refusal::Denied { action: "leave a will on", .. })), "{refused:?}");
-        assert!(Gate::new(rules.clone()).check(&connect_packet(A, Some(B), None)).is_err());
-        assert!(Gate::new(rules.clone()).check(&connect_packet(A, None, None)).is_err());
-        assert!(Gate::new(rules.clone()).check(&connect_packet("a/+", Some("a/+"), None)).is_err());
-
-        // The controller: anything.
-        let mut g = Gate::new(rules);
-        g.check(&connect_packet("loa-controller", Some("loa-controller"), None)).unwrap();
-        g.check(&subscribe_packet(&["#"])).unwrap();
-        g.check(&publish_packet(&format!("loa/v1/rx/{B}/plan"), b"x")).unwrap();
-        g.check(&[0xff, 0xff]).unwrap();
     }
 }

@@ -28,7 +28,7 @@ use crate::procs::{self, raise_fd_limit, read_u64, tail, ControllerProcess, Mosq
 /// Which broker the controller uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BrokerKind {
-    /// The controller's embedded rumqttd.
+    /// The controller's embedded broker.
     Embedded,
     /// A Mosquitto started by the benchmark (`--broker mqtt://127.0.0.1:PORT`).
     Mosquitto,

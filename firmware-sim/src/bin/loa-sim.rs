@@ -223,8 +223,7 @@ fn groups(spec: &str) -> anyhow::Result<Vec<(LinkProfile, usize)>> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,loa_controller=info,rumqttd=off".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,loa_controller=info".into()),
         )
         .init();
     let cancel = CancellationToken::new();
