@@ -267,7 +267,8 @@ impl Controller {
         let api = api::app(state).layer(axum::Extension(sources));
         let speech = Arc::new(crate::web::EspeakNg { program: self.config.tts_program.clone(), ..Default::default() });
         // Console and API together, every answer with the security headers.
-        let app = crate::web::routes(api, speech).layer(axum::middleware::from_fn(api::headers::security_headers));
+        let app = crate::web::routes(api, speech, self.clock.clone(), self.config.tz())
+            .layer(axum::middleware::from_fn(api::headers::security_headers));
         let token = inner.clone();
         let http = self.http;
         tasks.spawn(async move {

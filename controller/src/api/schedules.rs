@@ -19,7 +19,7 @@ use super::auth::{CurrentUser, Permission};
 use super::{numeric_id, rfc3339, rfc3339_opt, ApiError, AppState, Body, Params};
 use crate::schedule::{create_schedule, ScheduleRequest};
 use crate::store::bulletins::Approval;
-use crate::store::plays::{Play, PlayFilter};
+use crate::store::plays::{Play, PlayFilter, PlaySlot};
 use crate::store::schedules::{ScheduleRow, TargetKind};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -27,6 +27,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/schedules", get(list).post(create))
         .route("/schedules/{id}", get(one).delete(cancel))
         .route("/plays", get(plays))
+        .route("/plays/slots", get(slots))
 }
 
 async fn create(
@@ -197,4 +198,44 @@ async fn plays(
         Some(areas) => state.store.plays_in_areas(&filter, &areas)?,
     };
     Ok(Json(Value::Array(list.iter().map(play_view).collect())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlotsQuery {
+    /// Planned at or after this instant (RFC 3339).
+    from: Option<String>,
+    /// Planned before this instant (RFC 3339).
+    until: Option<String>,
+}
+
+/// The longest window `GET /plays/slots` counts over.
+const MAX_SLOT_WINDOW_DAYS: i64 = 62;
+
+/// `GET /plays/slots?from=&until=`: the plays in a window, not cancelled, counted per schedule and planned time.
+async fn slots(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Params(q): Params<SlotsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let (Some(from), Some(until)) = (instant("from", q.from.as_deref())?, instant("until", q.until.as_deref())?) else {
+        return Err(ApiError::bad_request("from and until are both needed, like from=2026-12-07T00:00:00+07:00"));
+    };
+    if until <= from || until - from > MAX_SLOT_WINDOW_DAYS * 86_400_000 {
+        return Err(ApiError::bad_request(format!(
+            "until must come after from, at most {MAX_SLOT_WINDOW_DAYS} days later"
+        )));
+    }
+    let areas = user.scope(&state.store)?.areas();
+    let list = state.store.play_slots(from, until, areas.as_deref())?;
+    let view = |p: &PlaySlot| {
+        json!({
+            "schedule_id": p.schedule_id,
+            "bulletin_id": p.bulletin_id,
+            "planned_at": rfc3339(p.planned_at),
+            "tier": p.tier,
+            "receivers": p.receivers,
+        })
+    };
+    Ok(Json(Value::Array(list.iter().map(view).collect())))
 }

@@ -338,6 +338,18 @@ async fn bad_schedule_requests_are_4xx() {
     let (s, v) = h.get("/api/v1/plays?order=random").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(v["error"].as_str().unwrap().contains("oldest or newest"), "{v}");
+    for bad in [
+        "/api/v1/plays/slots",
+        "/api/v1/plays/slots?from=2026-11-24T00:00:00Z",
+        "/api/v1/plays/slots?from=2026-11-24T00:00:00Z&until=2026-11-24T00:00:00Z",
+        "/api/v1/plays/slots?from=2026-11-24T00:00:00Z&until=2027-11-24T00:00:00Z",
+        "/api/v1/plays/slots?from=2026-11-24&until=2026-11-25",
+        "/api/v1/plays/slots?from=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z&limit=3",
+    ] {
+        let (s, v) = h.get(bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert!(!v["error"].as_str().unwrap_or_default().is_empty(), "{bad}: {v}");
+    }
     // The clock moves: a past "at" is refused.
     h.clock.advance(chrono::Duration::days(3));
     let (s, v) = h

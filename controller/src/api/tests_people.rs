@@ -302,6 +302,16 @@ async fn staff_of_commune_a_can_neither_see_nor_target_commune_b() {
     );
     let (_, all_plays) = get(&h, &admin(&h), "/api/v1/plays").await;
     assert!(all_plays.as_array().unwrap().iter().any(|p| p["receiver_id"] == t.rx_b.as_str()));
+    // Counted per schedule and time (the console's week view): the admin's count holds both receivers, the
+    // editor's only commune A's.
+    let window = "/api/v1/plays/slots?from=2026-11-24T00:00:00Z&until=2026-11-25T00:00:00Z";
+    let (s, all) = get(&h, &admin(&h), window).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    let slot = json!([{"schedule_id": v["id"], "bulletin_id": mine, "planned_at": "2026-11-24T23:00:00Z",
+                       "tier": "normal", "receivers": 2}]);
+    assert_eq!(all, slot);
+    let (_, own) = get(&h, &editor, window).await;
+    assert_eq!(own[0]["receivers"], 1, "{own}");
     // The province-wide schedule reaches outside commune A: not listed.
     assert!(get(&h, &editor, "/api/v1/schedules").await.1.as_array().unwrap().is_empty());
 

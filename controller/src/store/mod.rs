@@ -18,7 +18,6 @@ pub mod plays;
 pub mod receivers;
 pub mod reports;
 pub mod schedules;
-mod scoped;
 pub mod users;
 
 use std::path::{Path, PathBuf};

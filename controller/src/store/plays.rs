@@ -1,6 +1,7 @@
 //! Plays: one schedule occurrence on one receiver (`p-` + 16 hex), unique per (schedule, receiver, planned_at)
-//! so expanding a schedule twice adds nothing. Listing by schedule, receiver or bulletin; the "busy" view that
-//! clash checks use (active plays with the length of their bulletin).
+//! so expanding a schedule twice adds nothing. Listing by schedule, receiver, bulletin or time, for the whole
+//! admin tree or a user's areas; counted per schedule and time for a week view ([`PlaySlot`]); the "busy" view
+//! that clash checks use (active plays with the length of their bulletin).
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -83,6 +84,29 @@ pub(crate) struct Busy {
     pub tier: String,
 }
 
+/// The plays of one schedule at one planned time, counted ([`Store::play_slots`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlaySlot {
+    /// The schedule.
+    pub schedule_id: i64,
+    /// The bulletin.
+    pub bulletin_id: String,
+    /// When, UTC ms.
+    pub planned_at: i64,
+    /// `normal` | `priority` | `emergency`.
+    pub tier: String,
+    /// On how many receivers (not cancelled).
+    pub receivers: i64,
+}
+
+/// SQL: "the play's receiver stands in the areas of the JSON array parameter `param`, or `param` is NULL".
+fn in_areas(param: &str) -> String {
+    format!(
+        "({param} IS NULL OR receiver_id IN
+          (SELECT id FROM receivers WHERE area_id IN (SELECT value FROM json_each({param}))))"
+    )
+}
+
 const COLUMNS: &str =
     "id, schedule_id, receiver_id, bulletin_id, planned_at, tier, status, progress, started_at, finished_at, reason";
 
@@ -148,13 +172,26 @@ pub(crate) fn busy_between(c: &Connection, receiver: &str, from: i64, until: i64
 impl Store {
     /// Plays matching `filter`, by planned time.
     pub fn plays(&self, filter: &PlayFilter) -> Result<Vec<Play>, StoreError> {
+        self.plays_scoped(filter, None)
+    }
+
+    /// Plays matching `filter` on receivers standing in `areas` (a user's subtree of the admin tree), by planned
+    /// time; filtered in SQL so that the limit counts only what the user may see.
+    pub fn plays_in_areas(&self, filter: &PlayFilter, areas: &[i64]) -> Result<Vec<Play>, StoreError> {
+        self.plays_scoped(filter, Some(areas))
+    }
+
+    fn plays_scoped(&self, filter: &PlayFilter, areas: Option<&[i64]>) -> Result<Vec<Play>, StoreError> {
+        let areas = areas.map(|a| serde_json::Value::from(a.to_vec()).to_string());
         self.with_conn(|c| {
             let mut stmt = c.prepare(&format!(
                 "SELECT {COLUMNS} FROM plays
                  WHERE (?1 IS NULL OR schedule_id = ?1) AND (?2 IS NULL OR receiver_id = ?2)
                    AND (?3 IS NULL OR bulletin_id = ?3)
                    AND (?5 IS NULL OR planned_at >= ?5) AND (?6 IS NULL OR planned_at < ?6)
+                   AND {}
                  {} LIMIT ?4",
+                in_areas("?7"),
                 filter.order_by("")
             ))?;
             let list = stmt
@@ -165,10 +202,39 @@ impl Store {
                         filter.bulletin_id,
                         filter.limit.unwrap_or(1000),
                         filter.from,
-                        filter.until
+                        filter.until,
+                        areas
                     ],
                     row,
                 )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(list)
+        })
+    }
+
+    /// The plays planned in `[from, until)` (UTC ms), not cancelled, counted per (schedule, planned time): what
+    /// a week on one screen shows, however many receivers a schedule reaches. `areas` as in
+    /// [`Store::plays_in_areas`]; `None` is the whole tree.
+    pub fn play_slots(&self, from: i64, until: i64, areas: Option<&[i64]>) -> Result<Vec<PlaySlot>, StoreError> {
+        let areas = areas.map(|a| serde_json::Value::from(a.to_vec()).to_string());
+        self.with_conn(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT schedule_id, bulletin_id, planned_at, tier, COUNT(*) FROM plays
+                 WHERE planned_at >= ?1 AND planned_at < ?2 AND status != 'cancelled' AND {}
+                 GROUP BY schedule_id, planned_at, bulletin_id, tier
+                 ORDER BY planned_at, schedule_id",
+                in_areas("?3")
+            ))?;
+            let list = stmt
+                .query_map(params![from, until, areas], |r| {
+                    Ok(PlaySlot {
+                        schedule_id: r.get(0)?,
+                        bulletin_id: r.get(1)?,
+                        planned_at: r.get(2)?,
+                        tier: r.get(3)?,
+                        receivers: r.get(4)?,
+                    })
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(list)
         })

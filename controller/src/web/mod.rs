@@ -33,6 +33,10 @@ pub struct Console {
     pub templates: Arc<templates::Templates>,
     /// Speaks typed bulletins.
     pub speech: Arc<dyn Speech>,
+    /// "Today" and "now" on the pages (the same clock as the schedules).
+    pub clock: Arc<dyn crate::clock::Clock>,
+    /// The time zone pages show days and times in.
+    pub tz: chrono_tz::Tz,
 }
 
 impl std::fmt::Debug for Console {
@@ -43,8 +47,8 @@ impl std::fmt::Debug for Console {
 
 /// The whole HTTP service: the console's pages, and everything else (`/api/v1/...`, `/metrics`) passed to `api`,
 /// the API router with its state applied.
-pub fn routes(api: Router, speech: Arc<dyn Speech>) -> Router {
-    let console = Console { api, templates: Arc::new(templates::Templates::new()), speech };
+pub fn routes(api: Router, speech: Arc<dyn Speech>, clock: Arc<dyn crate::clock::Clock>, tz: chrono_tz::Tz) -> Router {
+    let console = Console { api, templates: Arc::new(templates::Templates::new()), speech, clock, tz };
     Router::new()
         .route("/", get(pages::dashboard))
         .route("/login", get(pages::login).post(actions::login))

@@ -82,7 +82,8 @@ impl Browser {
     }
 
     fn speaking(h: &Harness, speech: Arc<dyn Speech>) -> Browser {
-        Browser { app: routes(crate::api::app(h.state.clone()), speech), cookies: BTreeMap::new() }
+        let app = routes(crate::api::app(h.state.clone()), speech, h.state.clock.clone(), crate::schedule::DEFAULT_TZ);
+        Browser { app, cookies: BTreeMap::new() }
     }
 
     async fn send(&mut self, req: axum::http::request::Builder, body: Body) -> Page {
@@ -255,7 +256,10 @@ async fn typed_text_is_spoken_submitted_approved_and_scheduled_with_a_night_warn
     assert!(at.starts_with("/schedules/"), "{at}");
     let live = ed.get(at.split('?').next().unwrap()).await;
     assert!(live.html.contains("loa-a") && live.html.contains("http-equiv=\"refresh\""), "{}", live.html);
-    assert!(ed.get("/schedules").await.html.contains("Tiêm phòng"));
+    let schedules = ed.get("/schedules").await.html;
+    assert!(schedules.contains("Tiêm phòng"), "{schedules}");
+    // The week view starts on the controller clock's today (23/11) and shows the new plays.
+    assert!(schedules.contains("<h3>Thứ 2 23&#x2f;11</h3>") && schedules.contains("<b>17:00</b>"), "{schedules}");
 }
 
 #[tokio::test]
