@@ -439,7 +439,106 @@ fn publish_head(topic: &str, qos: QoS, retain: bool, pkid: u16, payload_len: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::areas::{AreaKind, NewArea};
     use proptest::prelude::*;
+    use tokio::io::DuplexStream;
+
+    /// A broker's shared state with one registered receiver; returns it with (id, secret).
+    fn shared(dir: &std::path::Path) -> (Arc<Shared>, String, String) {
+        let store = Store::open(dir).unwrap();
+        let village = NewArea {
+            name: "Bản Thử".into(),
+            kind: AreaKind::Village,
+            parent_id: None,
+            languages: None,
+            quiet_start: None,
+            quiet_end: None,
+        };
+        let rx = store.register_receiver("Loa A", store.create_area(&village, 0).unwrap(), 0).unwrap();
+        let counters = Arc::new(WireCounters::default());
+        let shared = Shared {
+            router: Router::new(counters.clone()),
+            rules: Arc::new(AclRules::new(loa_protocol::Topics::default(), "loa-controller")),
+            login: Login { store, controller_id: "loa-controller".into(), controller_secret: "s".into() },
+            counters,
+        };
+        (Arc::new(shared), rx.id, rx.secret)
+    }
+
+    async fn send(client: &mut DuplexStream, packet: Packet) {
+        let mut out = BytesMut::new();
+        packet.write(&mut out, usize::MAX).unwrap();
+        client.write_all(&out).await.unwrap();
+    }
+
+    async fn receive(client: &mut DuplexStream) -> Packet {
+        let mut buf = BytesMut::new();
+        loop {
+            match Packet::read(&mut buf, MAX_PACKET_BYTES) {
+                Ok(p) => return p,
+                Err(rumqttc::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+            assert!(client.read_buf(&mut buf).await.unwrap() > 0, "closed");
+        }
+    }
+
+    fn connect(id: &str, password: &str, keep_alive_s: u16, will: Option<&str>) -> Packet {
+        let mut c = rumqttc::Connect::new(id);
+        c.set_login(id, password);
+        c.keep_alive = keep_alive_s;
+        c.last_will = will.map(|t| rumqttc::LastWill::new(t, "gone", QoS::AtLeastOnce, true));
+        Packet::Connect(c)
+    }
+
+    #[tokio::test]
+    async fn a_connection_must_start_with_connect() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, _, _) = shared(dir.path());
+        let (mut client, server) = tokio::io::duplex(4096);
+        let served = tokio::spawn(serve(server, shared, true, CancellationToken::new()));
+        send(&mut client, Packet::PingReq).await;
+        let ended = served.await.unwrap();
+        assert!(matches!(ended, Err(Ended::Refused(Refusal::Protocol(_)))), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_gets_its_connack_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, id, _) = shared(dir.path());
+        let (mut client, server) = tokio::io::duplex(4096);
+        let served = tokio::spawn(serve(server, shared.clone(), true, CancellationToken::new()));
+        send(&mut client, connect(&id, "wrong", 60, None)).await;
+        let answer = receive(&mut client).await;
+        assert_eq!(answer, Packet::ConnAck(ConnAck::new(ConnectReturnCode::BadUserNamePassword, false)));
+        assert!(served.await.unwrap().is_err());
+        assert_eq!(shared.router.sizes().0, 0, "nothing attached");
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_closed_after_its_keep_alive_and_its_will_goes_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, id, secret) = shared(dir.path());
+        let status = format!("loa/v1/up/{id}/status");
+        let mut watcher = shared.router.attach("loa-controller", None, 10);
+        shared.router.subscribe(watcher.conn, "loa/v1/up/+/status", QoS::AtLeastOnce);
+        let (mut client, server) = tokio::io::duplex(4096);
+        let started = tokio::time::Instant::now();
+        let served = tokio::spawn(serve(server, shared.clone(), true, CancellationToken::new()));
+        send(&mut client, connect(&id, &secret, 1, Some(&status))).await;
+        assert_eq!(receive(&mut client).await, Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false)));
+        // A PINGREQ is answered and keeps the connection; then silence.
+        send(&mut client, Packet::PingReq).await;
+        assert_eq!(receive(&mut client).await, Packet::PingResp);
+        let ended = tokio::time::timeout(Duration::from_secs(10), served).await.unwrap().unwrap();
+        assert!(matches!(ended, Err(Ended::TimedOut)), "{ended:?}");
+        assert!(started.elapsed() >= Duration::from_millis(1500), "closed after {:?}", started.elapsed());
+        match watcher.outbox.try_recv() {
+            Ok(Outgoing::Publish(m)) => assert_eq!((&*m.topic, &m.payload[..]), (status.as_str(), &b"gone"[..])),
+            other => panic!("no will: {other:?}"),
+        }
+        assert_eq!(shared.router.sizes(), (1, 1, 1), "the receiver is gone, its will retained");
+    }
 
     proptest! {
         /// The head written before a payload is exactly what rumqttc writes for the same PUBLISH.
