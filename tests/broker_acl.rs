@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use loa_controller::broker::mosquitto::{write_files, FileSettings};
 use loa_controller::broker::{EmbeddedBroker, WireCounters};
-use loa_controller::store::areas::{AreaKind, NewArea};
+use loa_controller::store::areas::NewArea;
 use loa_controller::store::Store;
 use loa_protocol::Topics;
 use loa_tests::Mosquitto;
@@ -152,15 +152,7 @@ struct Fleet {
 
 fn fleet(dir: &std::path::Path) -> anyhow::Result<Fleet> {
     let store = Store::open(dir)?;
-    let village = NewArea {
-        name: "Thôn Thử".into(),
-        kind: AreaKind::Village,
-        parent_id: None,
-        languages: None,
-        quiet_start: None,
-        quiet_end: None,
-    };
-    let area = store.create_area(&village, 0)?;
+    let area = store.create_area(&NewArea::root_village("Thôn Thử"), 0)?;
     let a = store.register_receiver("Loa A", area, 0)?;
     let b = store.register_receiver("Loa B", area, 0)?;
     Ok(Fleet { store, a: (a.id, a.secret), b: (b.id, b.secret) })

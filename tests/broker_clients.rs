@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use loa_controller::broker::{EmbeddedBroker, WireCounters};
-use loa_controller::store::areas::{AreaKind, NewArea};
+use loa_controller::store::areas::NewArea;
 use loa_controller::store::Store;
 use loa_protocol::{ReceiverId, Topics};
 use tokio::process::Command;
@@ -56,15 +56,7 @@ async fn mosquitto_clients_speak_with_the_embedded_broker() -> anyhow::Result<()
     loa_tests::init_logs();
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
-    let village = NewArea {
-        name: "Bản Thử".into(),
-        kind: AreaKind::Village,
-        parent_id: None,
-        languages: None,
-        quiet_start: None,
-        quiet_end: None,
-    };
-    let area = store.create_area(&village, 0)?;
+    let area = store.create_area(&NewArea::root_village("Bản Thử"), 0)?;
     let a = store.register_receiver("Loa A", area, 0)?;
     let a_rx = ReceiverId::new(a.id.as_str())?;
     let t = Topics::default();

@@ -85,6 +85,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct EmbeddedBroker {
     listener: TcpListener,
     internal: TcpListener,
+    internal_addr: SocketAddr,
     shared: Arc<connection::Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -93,7 +94,7 @@ impl std::fmt::Debug for EmbeddedBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedBroker")
             .field("public", &self.listener.local_addr().ok())
-            .field("internal", &self.internal.local_addr().ok())
+            .field("internal", &self.internal_addr)
             .field("tls", &self.tls.is_some())
             .finish()
     }
@@ -114,14 +115,15 @@ impl EmbeddedBroker {
         let topics = topics_of_chunks_filter(&chunks_filter)?;
         let rules = Arc::new(acl::AclRules::new(topics, controller_id.clone()));
         let internal = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await.map_err(BrokerError::Reserve)?;
+        let internal_addr = internal.local_addr().map_err(BrokerError::Reserve)?;
         let shared = Arc::new(connection::Shared {
             router: router::Router::new(counters.clone()),
             rules,
             login: connection::Login { store, controller_id, controller_secret },
             counters,
         });
-        tracing::info!(public = ?listener.local_addr().ok(), internal = ?internal.local_addr().ok(), "embedded MQTT broker ready");
-        Ok(EmbeddedBroker { listener, internal, shared, tls: None })
+        tracing::info!(public = ?listener.local_addr().ok(), internal = %internal_addr, "embedded MQTT broker ready");
+        Ok(EmbeddedBroker { listener, internal, internal_addr, shared, tls: None })
     }
 
     /// Makes the public listener accept only TLS, with this acceptor ([`tls::server_acceptor`]).
@@ -137,7 +139,7 @@ impl EmbeddedBroker {
 
     /// The loopback address for the controller's own client (plain MQTT, not counted).
     pub fn internal_addr(&self) -> SocketAddr {
-        self.internal.local_addr().unwrap_or_else(|_| SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)))
+        self.internal_addr
     }
 
     /// The public address receivers connect to.

@@ -126,7 +126,8 @@ where
     let attached = shared.router.attach(&connect.client_id, will, capacity);
     let conn = attached.conn;
     let writer_stop = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(wr, attached.outbox, shared.counters.clone(), public, writer_stop.clone()));
+    let mut writer =
+        tokio::spawn(write_loop(wr, attached.outbox, shared.counters.clone(), public, writer_stop.clone()));
     let answer = Outgoing::Packet(encode(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))));
     let mut session = Session { shared: &shared, conn, role, sender: attached.sender, disconnected: false };
     let keep_alive = match connect.keep_alive {
@@ -150,7 +151,6 @@ where
     if !graceful {
         writer_stop.cancel();
     }
-    let mut writer = writer;
     if tokio::time::timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
         writer_stop.cancel();
         let _ = writer.await;
@@ -181,12 +181,9 @@ async fn login(
     if !topic::valid_topic(&will.topic) {
         return Err((ConnectReturnCode::NotAuthorized, Refusal::Protocol(format!("bad will topic {:?}", will.topic))));
     }
-    if !shared.rules.may_publish(&role, &will.topic) {
-        shared.counters.acl_denied.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(receiver = %client_id, topic = %will.topic, "MQTT ACL violation (will): connection refused");
-        let denied = Refusal::Denied { client: client_id, action: "leave a will on", topic: will.topic.clone() };
-        return Err((ConnectReturnCode::NotAuthorized, denied));
-    }
+    let allowed = shared.rules.may_publish(&role, &will.topic);
+    acl_check(shared, &role, allowed, "leave a will on", &will.topic)
+        .map_err(|d| (ConnectReturnCode::NotAuthorized, d))?;
     let message = Message {
         topic: will.topic.as_str().into(),
         payload: Bytes::copy_from_slice(&will.message),
@@ -194,6 +191,17 @@ async fn login(
         retain: will.retain,
     };
     Ok((role, Some(message)))
+}
+
+/// Turns a refused ACL check of a receiver into a counted, logged violation (the connection is then closed).
+fn acl_check(shared: &Shared, role: &Role, allowed: bool, action: &'static str, topic: &str) -> Result<(), Refusal> {
+    let Role::Receiver(client) = role else { return Ok(()) };
+    if allowed {
+        return Ok(());
+    }
+    shared.counters.acl_denied.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(receiver = %client, action, topic, "MQTT ACL violation: connection closed");
+    Err(Refusal::Denied { client: client.clone(), action, topic: topic.to_string() })
 }
 
 /// Cuts the byte stream into packets.
@@ -309,7 +317,10 @@ impl Session<'_> {
             }
             // Acknowledgements of what the broker sent: sessions are not kept, so there is nothing to resend.
             Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => None,
-            other => return Err(Refusal::Protocol(format!("unexpected {:?} from a client", other.size())).into()),
+            Packet::Connect(_) => return Err(Refusal::Protocol("a second CONNECT".into()).into()),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Err(Refusal::Protocol("a client sent a packet only a broker sends".into()).into())
+            }
         };
         if let Some(answer) = answer {
             self.send(answer).await?;
@@ -317,15 +328,8 @@ impl Session<'_> {
         Ok(true)
     }
 
-    /// Turns a refused ACL check into a counted, logged violation.
     fn check(&self, allowed: bool, action: &'static str, topic: &str) -> Result<(), Refusal> {
-        let Role::Receiver(client) = &self.role else { return Ok(()) };
-        if allowed {
-            return Ok(());
-        }
-        self.shared.counters.acl_denied.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(receiver = %client, action, topic, "MQTT ACL violation: connection closed");
-        Err(Refusal::Denied { client: client.clone(), action, topic: topic.to_string() })
+        acl_check(self.shared, &self.role, allowed, action, topic)
     }
 
     async fn send(&self, packet: Packet) -> Result<(), Ended> {
@@ -439,22 +443,15 @@ fn publish_head(topic: &str, qos: QoS, retain: bool, pkid: u16, payload_len: usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::areas::{AreaKind, NewArea};
+    use crate::store::areas::NewArea;
     use proptest::prelude::*;
     use tokio::io::DuplexStream;
 
     /// A broker's shared state with one registered receiver; returns it with (id, secret).
     fn shared(dir: &std::path::Path) -> (Arc<Shared>, String, String) {
         let store = Store::open(dir).unwrap();
-        let village = NewArea {
-            name: "Bản Thử".into(),
-            kind: AreaKind::Village,
-            parent_id: None,
-            languages: None,
-            quiet_start: None,
-            quiet_end: None,
-        };
-        let rx = store.register_receiver("Loa A", store.create_area(&village, 0).unwrap(), 0).unwrap();
+        let area = store.create_area(&NewArea::root_village("Bản Thử"), 0).unwrap();
+        let rx = store.register_receiver("Loa A", area, 0).unwrap();
         let counters = Arc::new(WireCounters::default());
         let shared = Shared {
             router: Router::new(counters.clone()),

@@ -80,6 +80,21 @@ pub struct NewArea {
     pub quiet_end: Option<String>,
 }
 
+impl NewArea {
+    /// A village at the root of the tree that inherits every setting (what tests and tools that need one
+    /// receiver somewhere start from).
+    pub fn root_village(name: &str) -> Self {
+        NewArea {
+            name: name.into(),
+            kind: AreaKind::Village,
+            parent_id: None,
+            languages: None,
+            quiet_start: None,
+            quiet_end: None,
+        }
+    }
+}
+
 /// An area as stored (own settings only; `None` = inherited).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Area {

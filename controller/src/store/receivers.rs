@@ -132,25 +132,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::areas::{AreaKind, NewArea};
+    use crate::store::areas::NewArea;
 
     #[test]
     fn registers_with_a_hashed_secret() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let area = store
-            .create_area(
-                &NewArea {
-                    name: "Thôn 1".into(),
-                    kind: AreaKind::Village,
-                    parent_id: None,
-                    languages: None,
-                    quiet_start: None,
-                    quiet_end: None,
-                },
-                5,
-            )
-            .unwrap();
+        let area = store.create_area(&NewArea::root_village("Thôn 1"), 5).unwrap();
         let reg = store.register_receiver("Loa chợ", area, 7).unwrap();
         assert!(reg.id.starts_with("rx-") && reg.id.len() == 15);
         assert!(reg.secret.len() >= 24);
