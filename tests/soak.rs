@@ -42,7 +42,12 @@ async fn a_short_soak_loses_nothing() -> anyhow::Result<()> {
     anyhow::ensure!(v["plays_planned"].as_u64() >= Some(300), "every receiver had every round planned: {v}");
     // Faults happened: the figures would be meaningless otherwise.
     anyhow::ensure!(figures["power_cuts"].as_u64() >= Some(15), "{figures}");
-    anyhow::ensure!(figures["power_cuts_mid_download"].as_u64() >= Some(3), "some cuts hit downloads: {figures}");
+    // The cuts watch the disk for the download, so most of them find it going (14 and 15 of 15 in two runs).
+    let cuts = figures["power_cuts"].as_u64().unwrap_or(0);
+    anyhow::ensure!(
+        figures["power_cuts_mid_download"].as_u64().unwrap_or(0) * 2 >= cuts,
+        "at least half the cuts hit downloads: {figures}"
+    );
     anyhow::ensure!(figures["broker_restart_at_seconds"].is_number(), "{figures}");
     anyhow::ensure!(figures["controller_kill_at_seconds"].is_number(), "{figures}");
     anyhow::ensure!(figures["broker_restart_all_back_seconds"].is_number(), "all reconnected: {figures}");

@@ -236,6 +236,14 @@ pub fn cached(state_dir: &Path, sha256: &str) -> bool {
     state_dir.join("cache").join("objects").join(format!("{sha256}.opus")).is_file()
 }
 
+/// Whether the receiver with this state directory is downloading the file: its partial file is there and the
+/// file is not yet in the cache.
+pub fn downloading(state_dir: &Path, sha256: &str) -> bool {
+    let cache = state_dir.join("cache");
+    cache.join("partial").join(format!("{sha256}.part")).is_file()
+        && !cache.join("objects").join(format!("{sha256}.opus")).is_file()
+}
+
 /// Waits until every listed state directory holds the file; returns when each got it, from `since`.
 pub async fn wait_cached(
     dirs: &[PathBuf],

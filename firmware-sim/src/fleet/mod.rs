@@ -122,6 +122,33 @@ impl Default for Fleet {
     }
 }
 
+/// Member's power, from [`Fleet::power_switch`].
+#[derive(Clone)]
+pub struct PowerSwitch {
+    core: Arc<Core>,
+    token: CancellationToken,
+}
+
+impl PowerSwitch {
+    /// Cuts the power now (the task is aborted mid-whatever, the disk stays) and gives it back `off` later in
+    /// the background.
+    pub async fn cut(&self, off: Duration) {
+        tracing::info!(receiver = %self.core.id, off_ms = off.as_millis() as u64, "simulated power cut");
+        kill(&self.core).await;
+        let (core, token) = (self.core.clone(), self.token.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = tokio::time::sleep(off) => {
+                    if let Err(e) = start(&core) {
+                        tracing::warn!(receiver = %core.id, error = %e, "simulated receiver did not come back after a power cut");
+                    }
+                }
+            }
+        });
+    }
+}
+
 impl Fleet {
     /// An empty fleet.
     pub fn new() -> Self {
@@ -261,42 +288,14 @@ impl Fleet {
 
     /// Cuts member `i`'s power now and gives it back after `off` (in the background; the fleet must live on).
     pub async fn power_cut(&self, i: usize, off: Duration) -> Result<(), FleetError> {
-        let core = self.member(i)?.core.clone();
-        kill(&core).await;
-        let token = self.faults.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = token.cancelled() => {}
-                _ = tokio::time::sleep(off) => {
-                    if let Err(e) = start(&core) {
-                        tracing::warn!(receiver = %core.id, error = %e, "simulated receiver did not come back after a power cut");
-                    }
-                }
-            }
-        });
+        self.power_switch(i)?.cut(off).await;
         Ok(())
     }
 
-    /// Cuts member `i`'s power `at` from now and gives it back `off` later (in the background; the fleet must
-    /// live on).
-    pub fn power_cut_after(&self, i: usize, at: Duration, off: Duration) -> Result<(), FleetError> {
-        let core = self.member(i)?.core.clone();
-        let token = self.faults.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = token.cancelled() => {}
-                _ = async {
-                    tokio::time::sleep(at).await;
-                    tracing::info!(receiver = %core.id, off_ms = off.as_millis() as u64, "simulated power cut");
-                    kill(&core).await;
-                    tokio::time::sleep(off).await;
-                    if let Err(e) = start(&core) {
-                        tracing::warn!(receiver = %core.id, error = %e, "simulated receiver did not come back after a power cut");
-                    }
-                } => {}
-            }
-        });
-        Ok(())
+    /// A handle that cuts member `i`'s power from a task of the caller's (say, when its download is seen on
+    /// disk); the power comes back on its own, unless the fleet has shut down.
+    pub fn power_switch(&self, i: usize) -> Result<PowerSwitch, FleetError> {
+        Ok(PowerSwitch { core: self.member(i)?.core.clone(), token: self.faults.clone() })
     }
 
     /// Whether member `i` is running (not stopped, killed, or without power).

@@ -5,12 +5,13 @@
 //!
 //! Every `round_every` a new bulletin (its own voice, so its own file) is uploaded and scheduled once for the
 //! whole province `lead` ahead; shortly after each schedule a share of the receivers lose power for a while
-//! (mostly while the file is downloading). A third of the way in the broker restarts (Mosquitto: SIGTERM and
+//! (mostly while the file is downloading, see `cuts`). A third of the way in the broker restarts (Mosquitto: SIGTERM and
 //! start; embedded: the controller stops cleanly and starts, the broker with it); two thirds of the way in the
 //! controller is killed with SIGKILL and started again. After the last play a settling time lets reports arrive,
 //! then [`check::judge`] compares the controller's plays, the players' air events and the sinks' digests.
 
 pub mod check;
+mod cuts;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,8 +21,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context};
 use loa_receiver::AirEvent;
-use rand::seq::SliceRandom;
-use rand::Rng;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -118,8 +117,8 @@ struct Disturbances {
     /// Watching the reconnects after the broker restart.
     reconnects: Option<tokio::task::JoinHandle<(Option<f64>, f64)>>,
     /// (member, seconds since the start of the rounds when the power goes, seconds off).
-    cuts: Mutex<Vec<(usize, f64, f64)>>,
-    power_cuts: AtomicUsize,
+    cuts: Arc<Mutex<Vec<(usize, f64, f64)>>>,
+    power_cuts: Arc<AtomicUsize>,
     mid_download: Arc<AtomicUsize>,
     broker_restart_s: Option<f64>,
     controller_kill_s: Option<f64>,
@@ -268,7 +267,7 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<Value> {
         if t >= next_round {
             next_round += o.round_every;
             let round = schedule_round(&api, &dir, &o, rounds.len(), province).await?;
-            cut_power(&fleet, &o, &round, &dist, start);
+            cuts::cut_power(&fleet, &o, &round, &dist, start);
             rounds.push(round);
         }
         if last_status.elapsed() >= Duration::from_secs(60) {
@@ -381,42 +380,6 @@ async fn schedule_round(
     let schedule_id = setup::schedule_at(api, &b.id, province, at_ms).await?;
     println!("  round {}: {} ({} bytes) scheduled for {} s ahead", k + 1, b.id, b.bytes, o.lead.as_secs());
     Ok(Round { schedule_id, at_ms, sha256: b.sha256, bytes: b.bytes })
-}
-
-/// Cuts the power of `power_cut_percent` of the receivers (slow links first: their downloads last long enough
-/// to be cut) at a random moment while the round's file is likely still arriving (within the plan's dispatch
-/// plus the file's time on that link), for 5–30 % of the lead; counts the cuts that found the file not yet in
-/// the receiver's cache.
-fn cut_power(fleet: &Fleet, o: &SoakOptions, round: &Round, dist: &Disturbances, since: Instant) {
-    let count = ((fleet.len() as f64 * o.power_cut_percent / 100.0).round() as usize).min(fleet.len());
-    let mut rng = rand::rng();
-    let slow = |i: &usize| fleet.profile(*i).is_some_and(|p| p.rate_down_kbps <= 384);
-    let (mut first, mut rest): (Vec<usize>, Vec<usize>) = (0..fleet.len()).partition(slow);
-    first.shuffle(&mut rng);
-    rest.shuffle(&mut rng);
-    first.extend(rest);
-    let lead_ms = o.lead.as_millis() as u64;
-    for &i in first.iter().take(count) {
-        let rate_kbps = fleet.profile(i).map_or(100_000, |p| u64::from(p.rate_down_kbps.max(1)));
-        let transfer_ms = round.bytes * 8 / rate_kbps + fleet.profile(i).map_or(0, |p| p.rtt_ms());
-        let latest = (1_500 + transfer_ms).min(lead_ms / 5).max(301);
-        let at = Duration::from_millis(rng.random_range(300..=latest));
-        let off = Duration::from_millis(rng.random_range(lead_ms / 20..=(lead_ms * 3 / 10).max(lead_ms / 20 + 1)));
-        if fleet.power_cut_after(i, at, off).is_err() {
-            continue;
-        }
-        dist.power_cuts.fetch_add(1, Ordering::Relaxed);
-        let when = (since.elapsed() + at).as_secs_f64();
-        dist.cuts.lock().unwrap_or_else(PoisonError::into_inner).push((i, when, off.as_secs_f64()));
-        let (state_dir, sha256, mid) =
-            (fleet.state_dir(i).map(std::path::Path::to_path_buf), round.sha256.clone(), dist.mid_download.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(at).await;
-            if state_dir.is_some_and(|d| !setup::cached(&d, &sha256)) {
-                mid.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
 }
 
 async fn wait_online(api: &ApiClient, n: usize, timeout: Duration) -> anyhow::Result<f64> {
