@@ -79,6 +79,11 @@ pub struct Plan {
     pub until: Timestamp,
     /// The plays, in strictly increasing `at` order.
     pub plays: Vec<PlannedPlay>,
+    /// The session of the receiver's `online` status this plan answers (added in v1; only on the live plan the
+    /// controller sends when a receiver comes online). The controller signs it after that status arrived, so
+    /// the receiver measures its clock by the round trip. Left out when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers_session: Option<u64>,
 }
 
 impl Message for Plan {
@@ -88,6 +93,9 @@ impl Message for Plan {
     fn validate(&self) -> Result<(), ProtocolError> {
         let bad = |why: String| Err(ProtocolError::invalid(Self::KIND, why));
         crate::check_seq(Self::KIND, "seq", self.seq)?;
+        if let Some(session) = self.answers_session {
+            crate::check_seq(Self::KIND, "answers_session", session)?;
+        }
         if self.until.ms_since(self.from) < MIN_HORIZON_MS {
             return bad("covers less than 48 hours".into());
         }
@@ -178,6 +186,7 @@ mod tests {
             from: Timestamp::from_unix_ms(T0).unwrap(),
             until: Timestamp::from_unix_ms(T0 + MIN_HORIZON_MS).unwrap(),
             plays: vec![play("p1", 30, &["b-vi", "b-hmn"]), play("p2", 90, &["b-vi"])],
+            answers_session: None,
         }
     }
 
@@ -195,6 +204,13 @@ mod tests {
         let json = String::from_utf8(gapped.to_json().unwrap()).unwrap();
         assert!(json.ends_with(r#""late_s":900,"gap_s":5}]}"#), "{json}");
         assert_eq!(Plan::from_json(json.as_bytes()).unwrap(), gapped);
+        // The session answered is sent only on the live plan that answers an `online`.
+        let answer = Plan { answers_session: Some(1_748_736_000_000), ..plan() };
+        let json = String::from_utf8(answer.to_json().unwrap()).unwrap();
+        assert!(json.ends_with(r#"}],"answers_session":1748736000000}"#), "{json}");
+        assert_eq!(Plan::from_json(json.as_bytes()).unwrap(), answer);
+        let too_big = Plan { answers_session: Some(crate::MAX_SEQ + 1), ..plan() };
+        assert!(Plan::from_json(&serde_json::to_vec(&too_big).unwrap()).is_err());
     }
 
     #[test]

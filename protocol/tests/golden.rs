@@ -88,6 +88,7 @@ fn plan() -> Plan {
     };
     Plan {
         receiver: rx(),
+        answers_session: None,
         seq: T0 as u64,
         from: t(T0),
         until: t(T0 + 48 * HOUR),

@@ -30,7 +30,7 @@ fn me() -> ReceiverId {
 }
 
 fn plan(seq: u64) -> Plan {
-    Plan { receiver: me(), seq, from: t(T0), until: t(T0 + 2 * DAY), plays: vec![] }
+    Plan { receiver: me(), seq, from: t(T0), until: t(T0 + 2 * DAY), plays: vec![], answers_session: None }
 }
 
 fn signed_plan(by: &Signer, seq: u64, issued: i64, expires: i64) -> String {

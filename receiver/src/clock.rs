@@ -13,7 +13,11 @@
 //! keep-alive and at least [`LATE_MESSAGE_MS`], since a connection whose messages stall longer is cut by the
 //! keep-alive and nothing is queued for it. Anything else trusts the local clock (NTP does better): on a 2G link
 //! after a power cut, live messages seconds late made a correct clock look 3 s ahead, and plays went out 3 s late
-//! (found by `loa-sim soak`). A clock a few seconds to two minutes ahead is left alone, but reported.
+//! (found by `loa-sim soak`). A round trip proves it too: the controller stamps each report ack on receipt, so
+//! `first send of the report − ack stamp` is a lower bound of the offset ([`OffsetTracker::answered`]), which no
+//! delay can raise. Above [`CORRECT_ABOVE_MS`] it proves the clock ahead, and the correction is the middle of
+//! that floor and the estimate (off by at most half the round trip), so a clock 2 s to 2 min ahead is corrected
+//! from the first acknowledged report on.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -88,13 +92,16 @@ impl Clock for SimClock {
 /// Estimates `local clock − controller clock`. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct OffsetTracker {
+    /// Upper bounds of the offset: `receipt − controller stamp` of one-way messages.
     samples: VecDeque<i64>,
+    /// Lower bounds of the offset: `first send − controller stamp` of answered reports.
+    floors: VecDeque<i64>,
     ahead_proof_ms: i64,
 }
 
 impl Default for OffsetTracker {
     fn default() -> Self {
-        OffsetTracker { samples: VecDeque::new(), ahead_proof_ms: LATE_MESSAGE_MS }
+        OffsetTracker { samples: VecDeque::new(), floors: VecDeque::new(), ahead_proof_ms: LATE_MESSAGE_MS }
     }
 }
 
@@ -107,7 +114,7 @@ impl OffsetTracker {
     /// No samples yet, for a connection with this MQTT keep-alive.
     pub fn for_keepalive(keepalive: std::time::Duration) -> Self {
         let twice = i64::try_from(keepalive.as_millis().saturating_mul(2)).unwrap_or(i64::MAX);
-        OffsetTracker { samples: VecDeque::new(), ahead_proof_ms: twice.max(LATE_MESSAGE_MS) }
+        OffsetTracker { samples: VecDeque::new(), floors: VecDeque::new(), ahead_proof_ms: twice.max(LATE_MESSAGE_MS) }
     }
 
     /// How far ahead the estimate must be before the local clock is taken to be ahead, ms.
@@ -123,9 +130,24 @@ impl OffsetTracker {
         self.samples.push_back(local.ms_since(remote));
     }
 
+    /// Records that the controller stamped `remote` on its answer to a message first sent at local time
+    /// `first_sent` (a report ack: the controller stamps it on receipt of the report, so after that send).
+    pub fn answered(&mut self, first_sent: Timestamp, remote: Timestamp) {
+        if self.floors.len() == SAMPLES {
+            self.floors.pop_front();
+        }
+        self.floors.push_back(first_sent.ms_since(remote));
+    }
+
     /// Forgets every sample (after `resync`, or a local clock jump).
     pub fn clear(&mut self) {
         self.samples.clear();
+        self.floors.clear();
+    }
+
+    /// The smallest offset the answered messages prove, ms, if any.
+    pub fn floor_ms(&self) -> Option<i64> {
+        self.floors.iter().copied().max()
     }
 
     /// The estimated offset, ms (positive: the local clock is ahead), if measured.
@@ -133,9 +155,17 @@ impl OffsetTracker {
         self.samples.iter().copied().min()
     }
 
-    /// The offset applied to schedules: the estimate if it proves the clock behind by more than
-    /// [`CORRECT_ABOVE_MS`] or ahead by more than [`Self::ahead_proof_ms`], else 0.
+    /// The offset applied to schedules, else 0: when answered reports prove the clock ahead by more than
+    /// [`CORRECT_ABOVE_MS`], the middle of what the bounds allow (the floor, and the estimate above it);
+    /// otherwise the estimate if it proves the clock behind by more than [`CORRECT_ABOVE_MS`] or ahead by more
+    /// than [`Self::ahead_proof_ms`].
     pub fn correction_ms(&self) -> i64 {
+        if let Some(floor) = self.floor_ms().filter(|f| *f > CORRECT_ABOVE_MS) {
+            return match self.offset_ms() {
+                Some(upper) if upper >= floor => floor + (upper - floor) / 2,
+                _ => floor,
+            };
+        }
         match self.offset_ms() {
             Some(o) if o < -CORRECT_ABOVE_MS || o > self.ahead_proof_ms => o,
             _ => 0,
@@ -220,6 +250,66 @@ mod tests {
         let t = OffsetTracker::for_keepalive(std::time::Duration::from_secs(300));
         assert_eq!(t.ahead_proof_ms(), 600_000);
         assert_eq!(OffsetTracker::for_keepalive(std::time::Duration::from_secs(5)).ahead_proof_ms(), LATE_MESSAGE_MS);
+    }
+
+    #[test]
+    fn an_answered_report_proves_a_clock_ahead() {
+        // 30 s ahead; the report went out at true 1_000_000, the ack was stamped 400 ms later, arrived 300 ms
+        // after that.
+        let ahead = 30_000;
+        let mut t = OffsetTracker::new();
+        t.sample(ts(1_000_700 + ahead), ts(1_000_400));
+        assert_eq!(t.correction_ms(), 0, "one-way alone cannot tell a clock 30 s ahead from a late link");
+        t.answered(ts(1_000_000 + ahead), ts(1_000_400));
+        assert_eq!(t.floor_ms(), Some(ahead - 400));
+        // Between the floor (29.6 s) and the estimate (30.3 s): off by at most half the round trip.
+        assert_eq!(t.correction_ms(), ahead - 50);
+        assert_eq!(t.corrected(ts(2_000_000 + ahead)), ts(2_000_050));
+        t.clear();
+        assert_eq!((t.floor_ms(), t.correction_ms()), (None, 0));
+    }
+
+    #[test]
+    fn answered_reports_never_move_a_correct_clock() {
+        // A correct clock on a 2G link: reports answered 5 s later, one-way messages 3 s late.
+        let mut t = OffsetTracker::new();
+        for sent in [1_000_000, 1_100_000, 1_200_000] {
+            t.answered(ts(sent), ts(sent + 5_000));
+            t.sample(ts(sent + 3_000), ts(sent));
+        }
+        assert_eq!(t.floor_ms(), Some(-5_000));
+        assert_eq!(t.correction_ms(), 0);
+        // A floor just under the threshold (a clock 1.9 s ahead) is left to NTP.
+        let mut t = OffsetTracker::new();
+        t.answered(ts(1_001_900), ts(1_000_000));
+        assert_eq!(t.correction_ms(), 0);
+    }
+
+    proptest! {
+        /// The correction always lies between what the bounds allow, whatever the (consistent) delays: the true
+        /// offset is at least every floor and at most every one-way sample.
+        #[test]
+        fn a_proven_correction_stays_within_the_bounds(
+            offset in -3_600_000i64..3_600_000,
+            trips in proptest::collection::vec((0i64..10_000, 0i64..10_000), 1..12),
+        ) {
+            let mut t = OffsetTracker::new();
+            let mut remote = 1_700_000_000_000i64;
+            for (out, back) in trips {
+                // The report leaves at true `remote`, the ack is stamped `out` later and arrives `back` after.
+                t.answered(ts(remote + offset), ts(remote + out));
+                t.sample(ts(remote + out + back + offset), ts(remote + out));
+                remote += 60_000;
+            }
+            let floor = t.floor_ms().unwrap();
+            let upper = t.offset_ms().unwrap();
+            prop_assert!(floor <= offset && offset <= upper);
+            let c = t.correction_ms();
+            if floor > CORRECT_ABOVE_MS {
+                prop_assert!(floor <= c && c <= upper);
+                prop_assert!((c - offset).abs() <= (upper - floor) / 2 + 1);
+            }
+        }
     }
 
     proptest! {

@@ -166,6 +166,7 @@ async fn plays_on_time_reports_until_acked_and_refuses_tampering() {
     let at = now.saturating_add_ms(6000);
     let plan = Plan {
         receiver: me.clone(),
+        answers_session: None,
         seq: 1,
         from: now,
         until: now.saturating_add_ms(49 * HOUR_MS),
@@ -245,6 +246,7 @@ async fn plays_the_stored_plan_after_a_reboot_without_a_broker() {
     let at = now.saturating_add_ms(2500);
     let plan = Plan {
         receiver: me.clone(),
+        answers_session: None,
         seq: 5,
         from: now,
         until: now.saturating_add_ms(49 * HOUR_MS),

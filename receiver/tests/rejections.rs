@@ -21,7 +21,14 @@ use tokio_util::sync::CancellationToken;
 use common::{start_broker, wait_for, Ctl, HOUR_MS};
 
 fn plan(me: &ReceiverId, seq: u64, now: Timestamp) -> Plan {
-    Plan { receiver: me.clone(), seq, from: now, until: now.saturating_add_ms(49 * HOUR_MS), plays: vec![] }
+    Plan {
+        receiver: me.clone(),
+        seq,
+        from: now,
+        until: now.saturating_add_ms(49 * HOUR_MS),
+        plays: vec![],
+        answers_session: None,
+    }
 }
 
 fn sign(by: &Signer, p: &Plan, issued: Timestamp, expires: Timestamp) -> String {

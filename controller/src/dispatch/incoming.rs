@@ -22,9 +22,10 @@ impl Dispatcher {
         let outcome = match parsed {
             Topic::Status(rx) => {
                 let came_online = self.on_status(&rx, payload, now);
-                if came_online == Ok(true) {
-                    // A live (not retained) plan tells a receiver that just booted the controller's time.
-                    return self.republish_for(&rx, now).await;
+                if let Ok(Some(session)) = came_online {
+                    // A live (not retained) plan tells a receiver that just booted the controller's time; it
+                    // names the status it answers, so the receiver can measure the round trip.
+                    return self.republish_for(&rx, now, session).await;
                 }
                 came_online.map(|_| ())
             }
@@ -46,10 +47,10 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Returns whether the receiver came online.
-    fn on_status(&mut self, rx: &ReceiverId, payload: &[u8], now: Timestamp) -> Result<bool, String> {
+    /// Returns the session of the receiver if it came online.
+    fn on_status(&mut self, rx: &ReceiverId, payload: &[u8], now: Timestamp) -> Result<Option<u64>, String> {
         if payload.is_empty() {
-            return Ok(false); // a cleared retained status
+            return Ok(None); // a cleared retained status
         }
         let status = Status::from_json(payload).map_err(|e| e.to_string())?;
         let latest = self.sessions.get(rx.as_str()).copied();
@@ -65,10 +66,10 @@ impl Dispatcher {
             }
         }
         tracing::info!(receiver = %rx, state = ?status.state, session = status.session, "receiver status");
-        Ok(status.state == StatusState::Online)
+        Ok((status.state == StatusState::Online).then_some(status.session))
     }
 
-    async fn republish_for(&mut self, rx: &ReceiverId, now: Timestamp) -> Result<(), DispatchError> {
+    async fn republish_for(&mut self, rx: &ReceiverId, now: Timestamp, session: u64) -> Result<(), DispatchError> {
         let area = match self.store.receiver(rx.as_str()) {
             Ok(r) => r.area_id,
             Err(StoreError::NotFound { .. }) => {
@@ -76,7 +77,7 @@ impl Dispatcher {
             }
             Err(e) => return Err(e.into()),
         };
-        match self.publish_plan(rx, area, now, true).await {
+        match self.publish_plan(rx, area, now, true, Some(session)).await {
             Err(DispatchError::Mqtt(e)) => Err(DispatchError::Mqtt(e)),
             Err(e) => {
                 tracing::error!(receiver = %rx, error = %e, "plan not published");

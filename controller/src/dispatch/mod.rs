@@ -305,7 +305,7 @@ impl Dispatcher {
                     continue;
                 }
             };
-            if let Err(e) = self.publish_plan(&rx, area, now, false).await {
+            if let Err(e) = self.publish_plan(&rx, area, now, false, None).await {
                 match e {
                     DispatchError::Mqtt(_) => return Err(e),
                     other => tracing::error!(receiver = %id, error = %other, "urgent plan not published"),
@@ -381,7 +381,7 @@ impl Dispatcher {
                 tracing::warn!(receiver = %rx.id, "receiver id is not valid on the wire; skipped");
                 continue;
             };
-            if let Err(e) = self.publish_plan(&id, rx.area_id, now, force).await {
+            if let Err(e) = self.publish_plan(&id, rx.area_id, now, force, None).await {
                 match e {
                     DispatchError::Mqtt(_) => return Err(e),
                     other => tracing::error!(receiver = %rx.id, error = %other, "plan not published"),
@@ -397,6 +397,7 @@ impl Dispatcher {
         area_id: i64,
         now: Timestamp,
         force: bool,
+        answers_session: Option<u64>,
     ) -> Result<(), DispatchError> {
         let from = now.saturating_add_ms(-LOOKBACK_MS);
         let until = now.saturating_add_ms(self.settings.horizon_ms.max(loa_protocol::plan::MIN_HORIZON_MS + 3_600_000));
@@ -453,7 +454,7 @@ impl Dispatcher {
         }
         // Always a new sequence: a receiver refuses a plan whose seq it already holds.
         let seq = held.as_ref().map_or(1, |(seq, _, _)| seq + 1);
-        let plan = Plan { receiver: rx.clone(), seq, from, until, plays: composed.plays };
+        let plan = Plan { receiver: rx.clone(), seq, from, until, plays: composed.plays, answers_session };
         let signed = self.signer.sign(&plan, now, until)?;
         self.client.publish(self.topics.plan(rx), rumqttc::QoS::AtLeastOnce, true, signed.to_json()?).await?;
         q::set_plan_version(&self.store, rx.as_str(), seq, &composed.digest, now.unix_ms())?;

@@ -11,7 +11,7 @@ use crate::error::ReceiverError;
 
 impl Agent {
     pub(super) fn on_command(&mut self, payload: &[u8]) -> Result<(), ReceiverError> {
-        let local = self.rx.clock.now();
+        let local = self.local_now();
         let opts = VerifyOptions {
             now: self.now(),
             receiver: Some(&self.rx.checked.id),
@@ -61,7 +61,7 @@ impl Agent {
     }
 
     pub(super) fn on_ack(&mut self, payload: &[u8]) -> Result<(), ReceiverError> {
-        let local = self.rx.clock.now();
+        let local = self.local_now();
         let ack = match ReportAck::from_json(payload) {
             Ok(ack) => ack,
             Err(e) => {
@@ -71,6 +71,9 @@ impl Agent {
         };
         if let Some(now) = ack.now {
             self.tracker.sample(local, now);
+            if let Some(sent) = self.rx.outbox.latest_first_send(&ack.ids) {
+                self.answered(local, sent, now);
+            }
         }
         let removed = self.rx.outbox.ack(&ack.ids)?;
         tracing::debug!(removed, left = self.rx.outbox.len(), "reports acknowledged");

@@ -28,7 +28,12 @@ pub(crate) const MAX_PACKET: usize = 256 * 1024 + 4096;
 #[derive(Debug)]
 pub(crate) enum LinkEvent {
     /// Connected (and `online` published, subscription sent).
-    Connected,
+    Connected {
+        /// The session number of this connection's `online` status.
+        session: u64,
+        /// When that status was handed to the client (before it went out).
+        online_sent: std::time::Instant,
+    },
     /// The connection dropped; the link is retrying.
     Disconnected,
     /// A message on a subscribed topic.
@@ -123,12 +128,13 @@ async fn run(
                 if let Err(e) = client.try_subscribe(&cfg.subscription, QoS::AtLeastOnce) {
                     tracing::warn!(error = %e, "cannot queue the subscription");
                 }
+                let online_sent = std::time::Instant::now();
                 if let Err(e) =
                     client.try_publish(&cfg.status_topic, QoS::AtLeastOnce, true, status(StatusState::Online, session))
                 {
                     tracing::warn!(error = %e, "cannot queue the online status");
                 }
-                if tx.send(LinkEvent::Connected).await.is_err() {
+                if tx.send(LinkEvent::Connected { session, online_sent }).await.is_err() {
                     break;
                 }
             }

@@ -73,6 +73,9 @@ pub const HANDOVER_MS: u64 = 3000;
 pub const CLOCK_GRACE_MS: u64 = 60_000;
 /// An emergency manifest signed this recently (and after the plan held) is downloaded before a plan names it.
 pub const FRESH_EMERGENCY_MS: i64 = 120_000;
+/// The local clock moving this much more or less than the monotonic clock between two readings was set (by
+/// NTP, a person, or a boot without a clock battery).
+const CLOCK_STEP_MS: i64 = 2_000;
 /// How often the download order is recomputed even without news.
 const REFRESH_DOWNLOADS: Duration = Duration::from_secs(5);
 
@@ -212,6 +215,10 @@ struct Agent {
     /// Messages refused for an unknown key (topic, payload, retain), retried after a key announcement.
     parked: Vec<(String, Vec<u8>, bool)>,
     started_at: Instant,
+    /// The session of the last `online` status sent, and when it was sent.
+    online: Option<(u64, Instant)>,
+    /// The local clock and the monotonic clock at the last reading, to see the local clock being set.
+    wall: (Timestamp, Instant),
     next_health: Instant,
     next_resend: Instant,
     next_refresh: Instant,
@@ -223,6 +230,7 @@ impl Agent {
             Downloader::new(rx.cache.clone(), rx.cfg.window_chunks, Duration::from_millis(rx.cfg.chunk_timeout_ms));
         let now = Instant::now();
         let tracker = OffsetTracker::for_keepalive(Duration::from_secs(rx.cfg.keepalive_s));
+        let wall = (rx.clock.now(), now);
         Agent {
             rx,
             client,
@@ -235,10 +243,42 @@ impl Agent {
             speculative: HashMap::new(),
             parked: Vec::new(),
             started_at: now,
+            online: None,
+            wall,
             next_health: now,
             next_resend: now,
             next_refresh: now + REFRESH_DOWNLOADS,
         }
+    }
+
+    /// The local clock for a clock sample. If it was set since the last reading (it moved more than
+    /// [`CLOCK_STEP_MS`] away from the monotonic clock), the samples taken before are forgotten: they measured a
+    /// clock that is no more.
+    fn local_now(&mut self) -> Timestamp {
+        let (local, mono) = (self.rx.clock.now(), Instant::now());
+        let (then, then_mono) = self.wall;
+        let moved = local.ms_since(then);
+        let elapsed = i64::try_from(mono.duration_since(then_mono).as_millis()).unwrap_or(i64::MAX);
+        if (moved - elapsed).abs() > CLOCK_STEP_MS {
+            tracing::warn!(step_ms = moved - elapsed, "the local clock was set; measuring its offset again");
+            self.tracker.clear();
+        }
+        self.wall = (local, mono);
+        local
+    }
+
+    /// Records a round trip: the controller stamped `remote` on its answer to a message sent at monotonic
+    /// `sent`; `local` is the local clock at the answer's arrival.
+    fn answered(&mut self, local: Timestamp, sent: Instant, remote: Timestamp) {
+        // The send on the local clock as it reads now (the monotonic time since, so a clock set in between does
+        // not count).
+        let ago = i64::try_from(sent.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.tracker.answered(local.saturating_add_ms(-ago), remote);
+        tracing::debug!(
+            floor_ms = self.tracker.floor_ms(),
+            correction_ms = self.tracker.correction_ms(),
+            "clock measured by a round trip"
+        );
     }
 
     /// The controller's time, as well as this receiver knows it.
@@ -262,8 +302,9 @@ impl Agent {
 
     fn on_link(&mut self, event: LinkEvent) -> Result<(), ReceiverError> {
         match event {
-            LinkEvent::Connected => {
+            LinkEvent::Connected { session, online_sent } => {
                 self.connected = true;
+                self.online = Some((session, online_sent));
                 self.downloader.clear_in_flight();
                 self.send_reports();
                 self.next_health = Instant::now();
@@ -308,7 +349,7 @@ impl Agent {
             tracing::info!("retained plan cleared; keeping the plan held");
             return Ok(());
         }
-        let local = self.rx.clock.now();
+        let local = self.local_now();
         let opts =
             VerifyOptions { now: self.now(), receiver: Some(&self.rx.checked.id), held_seq: self.rx.store.plan_seq() };
         let opened =
@@ -322,6 +363,10 @@ impl Agent {
         };
         if !retain {
             self.tracker.sample(local, envelope.issued_at);
+            if let Some((_, sent)) = self.online.filter(|(s, _)| plan.answers_session == Some(*s)) {
+                // The controller signed this plan after our `online` arrived: a round trip.
+                self.answered(local, sent, envelope.issued_at);
+            }
         }
         // A play handed over but no longer planned is stopped, even on air (that is how an emergency is
         // cancelled): the player reports it stopped, which becomes `preempted` or missed `cancelled`.

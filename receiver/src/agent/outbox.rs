@@ -3,8 +3,14 @@
 //! controller deduplicates on `(receiver, id)`). Ids rise for ever: the next id is stored with the reports, and
 //! if the file is unreadable the counter restarts at the current time in ms, which is above any id a receiver
 //! could have used before (one per play event).
+//!
+//! The outbox also remembers when (on the monotonic clock) each report was first sent in this run, so that an
+//! ack's stamp measures the receiver's clock ([`crate::clock::OffsetTracker::answered`]); a monotonic instant is
+//! immune to the wall clock being set in between.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use loa_protocol::report::MAX_BATCH;
 use loa_protocol::{PlayEvent, PlayId, PlayReport, ReportBatch, Timestamp, MAX_SEQ};
@@ -24,6 +30,8 @@ struct Saved {
 pub(crate) struct Outbox {
     path: PathBuf,
     saved: Saved,
+    /// When each report was first sent in this run, by id.
+    first_sent: HashMap<u64, Instant>,
 }
 
 impl Outbox {
@@ -40,7 +48,7 @@ impl Outbox {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Saved { next_id: 1, reports: Vec::new() },
             Err(source) => return Err(ReceiverError::State { path: path.to_path_buf(), source }),
         };
-        Ok(Outbox { path: path.to_path_buf(), saved })
+        Ok(Outbox { path: path.to_path_buf(), saved, first_sent: HashMap::new() })
     }
 
     fn save(&self) -> Result<(), ReceiverError> {
@@ -59,10 +67,26 @@ impl Outbox {
         Ok(report)
     }
 
+    /// Notes that every report held is being sent at `now` (the first send of each counts).
+    pub(crate) fn mark_sent(&mut self, now: Instant) {
+        for r in &self.saved.reports {
+            self.first_sent.entry(r.id).or_insert(now);
+        }
+    }
+
+    /// The latest first send among `ids` (reports sent in this run), if any: an ack listing them was stamped
+    /// after it.
+    pub(crate) fn latest_first_send(&self, ids: &[u64]) -> Option<Instant> {
+        ids.iter().filter_map(|id| self.first_sent.get(id)).max().copied()
+    }
+
     /// Deletes the acknowledged reports; returns how many were removed.
     pub(crate) fn ack(&mut self, ids: &[u64]) -> Result<usize, ReceiverError> {
         let before = self.saved.reports.len();
         self.saved.reports.retain(|r| !ids.contains(&r.id));
+        for id in ids {
+            self.first_sent.remove(id);
+        }
         let removed = before - self.saved.reports.len();
         if removed > 0 {
             self.save()?;
@@ -116,6 +140,25 @@ mod tests {
         for b in batches {
             b.to_json().unwrap();
         }
+    }
+
+    #[test]
+    fn the_first_send_of_acked_reports_is_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = Outbox::open(&dir.path().join("outbox.json"), ts(5)).unwrap();
+        let p = PlayId::new("p1").unwrap();
+        let t0 = Instant::now();
+        o.push(p.clone(), ts(10), PlayEvent::Started).unwrap();
+        o.mark_sent(t0);
+        o.push(p.clone(), ts(20), PlayEvent::Finished).unwrap();
+        let t1 = t0 + std::time::Duration::from_secs(3);
+        o.mark_sent(t1);
+        o.mark_sent(t1 + std::time::Duration::from_secs(30)); // a resend does not move the first send
+        assert_eq!(o.latest_first_send(&[1]), Some(t0));
+        assert_eq!(o.latest_first_send(&[1, 2]), Some(t1));
+        assert_eq!(o.latest_first_send(&[7]), None, "not sent in this run");
+        o.ack(&[1, 2]).unwrap();
+        assert_eq!(o.latest_first_send(&[1, 2]), None);
     }
 
     #[test]

@@ -48,6 +48,7 @@ impl Agent {
             return;
         }
         let topic = self.rx.checked.topics.reports(&self.rx.checked.id);
+        self.rx.outbox.mark_sent(Instant::now());
         for batch in self.rx.outbox.batches() {
             match batch.to_json() {
                 Ok(bytes) => self.publish(topic.clone(), QoS::AtLeastOnce, bytes),

@@ -40,6 +40,7 @@ pub(crate) fn manifest_for(bulletin: &str, now: Timestamp, size: u32) -> (Manife
 pub(crate) fn plan_with(me: &ReceiverId, seq: u64, from: Timestamp, plays: &[(&str, Timestamp, &str)]) -> Plan {
     Plan {
         receiver: me.clone(),
+        answers_session: None,
         seq,
         from,
         until: from.saturating_add_ms(49 * 3_600_000),

@@ -232,7 +232,14 @@ impl Ctl {
     pub async fn plan(&self, seq: u64, plays: Vec<PlannedPlay>) {
         let now = SystemClock.now();
         let from = plays.first().map_or(now, |p| p.at.min(now));
-        let plan = Plan { receiver: self.me.clone(), seq, from, until: from.saturating_add_ms(49 * HOUR_MS), plays };
+        let plan = Plan {
+            receiver: self.me.clone(),
+            seq,
+            from,
+            until: from.saturating_add_ms(49 * HOUR_MS),
+            plays,
+            answers_session: None,
+        };
         let signed = self.signer.sign(&plan, now, now.saturating_add_ms(24 * HOUR_MS)).unwrap().to_json().unwrap();
         self.client.publish(self.topics.plan(&self.me), QoS::AtLeastOnce, true, signed).await.unwrap();
     }
