@@ -78,7 +78,10 @@ pub async fn run(options: DemoOptions, cancel: CancellationToken) -> anyhow::Res
         .trim()
         .to_string();
 
-    let controller_cancel = cancel.child_token();
+    // Not a child of `cancel`: on Ctrl-C the receivers stop first (saying `offline` to a broker still there),
+    // then the controller. The guard stops the controller if the demo ends early with an error.
+    let controller_cancel = CancellationToken::new();
+    let _stop_controller = controller_cancel.clone().drop_guard();
     let controller_task = tokio::spawn(controller.run(controller_cancel.clone()));
 
     let base = format!("http://{http_addr}");
