@@ -239,14 +239,13 @@ pub async fn run(options: FleetOptions, json: bool) -> anyhow::Result<Vec<Value>
 async fn one(kind: BrokerKind, o: &FleetOptions, ticks: f64) -> anyhow::Result<Value> {
     let n = o.receivers.max(1);
     let dir = tempfile::tempdir()?;
+    let exe = ControllerProcess::exe_beside_me()?;
     let mut mosquitto = match kind {
-        BrokerKind::Mosquitto => Some(MosquittoProcess::start(dir.path()).await?),
+        BrokerKind::Mosquitto => Some(MosquittoProcess::start(dir.path(), &exe, &dir.path().join("data")).await?),
         BrokerKind::Embedded => None,
     };
     let broker_proc = mosquitto.as_ref().map(|m| Proc { pid: m.pid(), ticks_per_s: ticks });
-    let exe = ControllerProcess::exe_beside_me()?;
-    let mut controller =
-        ControllerProcess::start(&exe, dir.path(), mosquitto.as_ref().map(|m| m.url()).as_deref()).await?;
+    let mut controller = ControllerProcess::start(&exe, dir.path(), mosquitto.as_ref()).await?;
     let api = controller.api.clone();
     let ctl = Proc { pid: controller.pid(), ticks_per_s: ticks };
     let me = Proc { pid: std::process::id(), ticks_per_s: ticks };
@@ -258,6 +257,9 @@ async fn one(kind: BrokerKind, o: &FleetOptions, ticks: f64) -> anyhow::Result<V
     let regs = register(&api, &village_ids, n, o.per_village, o.in_flight).await?;
     let register_s = t.elapsed().as_secs_f64();
     println!("  registered {n} receivers in {villages} villages in {register_s:.1} s");
+    if let Some(m) = &mosquitto {
+        m.allow_registered()?;
+    }
 
     // Connects spread uniformly over the spread; the poller counts who the controller sees online.
     let mut offsets: Vec<Duration> = {

@@ -201,11 +201,11 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<Value> {
         BrokerKind::Mosquitto => {
             let mdir = dir.join("mosquitto");
             std::fs::create_dir_all(&mdir)?;
-            Some(MosquittoProcess::start(&mdir).await?)
+            Some(MosquittoProcess::start(&mdir, &exe, &dir.join("data")).await?)
         }
         BrokerKind::Embedded => None,
     };
-    let mut ctl = ControllerProcess::start(&exe, &dir, mosquitto.as_ref().map(|m| m.url()).as_deref()).await?;
+    let mut ctl = ControllerProcess::start(&exe, &dir, mosquitto.as_ref()).await?;
     let api = ctl.api.clone();
 
     // The province (no quiet hours: the soak runs at any hour) and its villages.
@@ -227,8 +227,14 @@ pub async fn run(o: SoakOptions) -> anyhow::Result<Value> {
     let mut fleet = Fleet::new();
     let plays = fleet.record_plays();
     let rx_dir = dir.join("rx");
-    for (i, profile) in profiles.into_iter().enumerate() {
-        let (id, config) = api.register_receiver(&format!("soak {i}"), villages[i / o.per_village]).await?;
+    let mut regs = Vec::with_capacity(n);
+    for i in 0..n {
+        regs.push(api.register_receiver(&format!("soak {i}"), villages[i / o.per_village]).await?);
+    }
+    if let Some(m) = &mosquitto {
+        m.allow_registered()?;
+    }
+    for ((id, config), profile) in regs.into_iter().zip(profiles) {
         let mut profile = profile.with_outages(outages.clone());
         profile.loss_percent = o.loss_percent;
         let spec = SimReceiver { config_toml: config, state_dir: rx_dir.join(&id), wav_dir: None, heartbeat_ms: None };

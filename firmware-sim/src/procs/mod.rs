@@ -1,5 +1,5 @@
 //! Child processes run by the fleet benchmark and the soak: the real `loa-controller` binary
-//! ([`ControllerProcess`]) and Mosquitto ([`MosquittoProcess`]), each killed when dropped and restartable on the
+//! ([`ControllerProcess`]) and Mosquitto with the controller's logins ([`MosquittoProcess`], in `mosquitto`), each killed when dropped and restartable on the
 //! same ports and data (a graceful SIGTERM, or SIGKILL for a crash); and what `/proc` says about a process
 //! ([`Proc`]: CPU seconds, peak memory, open files), so the figures of a child are its own.
 
@@ -15,6 +15,10 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 
 use crate::api::ApiClient;
+
+mod mosquitto;
+
+pub use mosquitto::MosquittoProcess;
 
 /// Utime + stime in clock ticks from the text of `/proc/PID/stat` (fields 14 and 15; the command name in
 /// parentheses may hold spaces and parentheses, so fields are counted after its last `)`).
@@ -209,6 +213,8 @@ pub struct ControllerProcess {
     child: Child,
     exe: PathBuf,
     args: Vec<OsString>,
+    /// Extra environment (the broker password).
+    env: Vec<(String, String)>,
     log_path: PathBuf,
     /// Its API, as the first-run admin.
     pub api: ApiClient,
@@ -229,24 +235,34 @@ impl ControllerProcess {
         Ok(exe)
     }
 
-    /// Starts `exe` with its data in `dir/data` on free loopback ports: its embedded broker, or the external
-    /// `broker` URL. Returns once its API answers, with the admin token it printed on first start.
-    pub async fn start(exe: &Path, dir: &Path, broker: Option<&str>) -> anyhow::Result<ControllerProcess> {
+    /// Starts `exe` with its data in `dir/data` (the `data_dir` a [`MosquittoProcess`] was started with) on free
+    /// loopback ports: its embedded broker, or `mosquitto` with the controller's login there. Returns once its API
+    /// answers, with the admin token it printed on first start.
+    pub async fn start(
+        exe: &Path,
+        dir: &Path,
+        mosquitto: Option<&MosquittoProcess>,
+    ) -> anyhow::Result<ControllerProcess> {
+        let broker = mosquitto.map(|m| m.url());
+        let env: Vec<(String, String)> = mosquitto
+            .map(|m| vec![("LOA_CONTROLLER_BROKER_PASSWORD".to_string(), m.controller_password().to_string())])
+            .unwrap_or_default();
         let http = format!("127.0.0.1:{}", free_port()?);
         let mqtt_port = free_port()?;
         let mut args: Vec<OsString> = vec!["--data-dir".into(), dir.join("data").into(), "--http-listen".into()];
         args.push(http.clone().into());
-        match broker {
+        match &broker {
             Some(url) => args.extend(["--broker".into(), url.into()]),
             None => args.extend(["--mqtt-listen".into(), format!("127.0.0.1:{mqtt_port}").into()]),
         }
         let log_path = dir.join("controller.log");
         std::fs::write(&log_path, "")?;
-        let child = spawn(exe, &args, &log_path)?;
+        let child = spawn(exe, &args, &env, &log_path)?;
         let mut ctl = ControllerProcess {
             child,
             exe: exe.to_path_buf(),
             args,
+            env,
             log_path,
             api: ApiClient::new(&format!("http://{http}"), ""),
             mqtt_port: broker.is_none().then_some(mqtt_port),
@@ -310,7 +326,7 @@ impl ControllerProcess {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            self.child = spawn(&self.exe, &self.args, &self.log_path)?;
+            self.child = spawn(&self.exe, &self.args, &self.env, &self.log_path)?;
             match self.wait_api(deadline).await {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() > deadline => return Err(e),
@@ -327,103 +343,12 @@ impl Drop for ControllerProcess {
     }
 }
 
-fn spawn(exe: &Path, args: &[OsString], log_path: &Path) -> anyhow::Result<Child> {
+fn spawn(exe: &Path, args: &[OsString], env: &[(String, String)], log_path: &Path) -> anyhow::Result<Child> {
     let log = OpenOptions::new().create(true).append(true).open(log_path)?;
     let mut cmd = Command::new(exe);
-    cmd.args(args);
+    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
     cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
     Ok(cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn()?)
-}
-
-/// Mosquitto as a child process on a free loopback port, anonymous, keeping retained messages across restarts
-/// (persistence in its folder, saved when it stops), killed when dropped.
-pub struct MosquittoProcess {
-    child: Child,
-    program: &'static str,
-    conf: PathBuf,
-    log_path: PathBuf,
-    port: u16,
-}
-
-impl MosquittoProcess {
-    /// Starts it with its config, log and persistence file in `dir`.
-    pub async fn start(dir: &Path) -> anyhow::Result<MosquittoProcess> {
-        let program = ["mosquitto", "/usr/sbin/mosquitto"]
-            .into_iter()
-            .find(|p| Command::new(p).arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
-            .context("mosquitto is not installed (apt-get install mosquitto)")?;
-        let port = free_port()?;
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmessage_size_limit 1048576\npersistence true\n\
-                 persistence_location {}/\n",
-                dir.display()
-            ),
-        )?;
-        let log_path = dir.join("mosquitto.log");
-        std::fs::write(&log_path, "")?;
-        let child = Self::spawn(program, &conf, &log_path)?;
-        let mut m = MosquittoProcess { child, program, conf, log_path, port };
-        m.wait_listening().await?;
-        Ok(m)
-    }
-
-    fn spawn(program: &str, conf: &Path, log_path: &Path) -> anyhow::Result<Child> {
-        let log = OpenOptions::new().create(true).append(true).open(log_path)?;
-        Ok(Command::new(program).arg("-c").arg(conf).stdout(Stdio::null()).stderr(log).spawn()?)
-    }
-
-    async fn wait_listening(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("mosquitto exited ({status}): {}", tail(&self.log_path, 15));
-            }
-            if Instant::now() > deadline {
-                bail!("mosquitto did not listen on {}: {}", self.port, tail(&self.log_path, 15));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
-    /// Its port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// `mqtt://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    /// Its process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Stops it (SIGTERM: it saves its retained messages) and starts it again on the same port.
-    pub async fn restart(&mut self) -> anyhow::Result<()> {
-        terminate(&mut self.child, Duration::from_secs(30)).await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            self.child = Self::spawn(self.program, &self.conf, &self.log_path)?;
-            match self.wait_listening().await {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() > deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        }
-    }
-}
-
-impl Drop for MosquittoProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[cfg(test)]
