@@ -7,7 +7,7 @@
 //! cancel token. Scheduling needs no broker: a receiver that boots without a link plays the plan it stored.
 //! Everything received is verified first (signature, expiry, addressee, replay); a refused message is logged
 //! and counted in the heartbeat's `rej`, never fatal. Time comes from the [`Clock`], corrected by the
-//! controller offset the [`OffsetTracker`] measures (see [`crate::clock`]).
+//! controller offset the [`OffsetTracker`] measures ([`time`]; see [`crate::clock`]).
 //!
 //! Chunk requests go out on the tick and also at once when they can: after a plan or manifest changes what is
 //! wanted, and after every frame (so the window refills as it drains). An emergency ([`emergency`]) jumps the
@@ -36,6 +36,7 @@ mod scheduler;
 mod store;
 #[cfg(test)]
 pub(crate) mod testutil;
+mod time;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU8;
@@ -73,9 +74,6 @@ pub const HANDOVER_MS: u64 = 3000;
 pub const CLOCK_GRACE_MS: u64 = 60_000;
 /// An emergency manifest signed this recently (and after the plan held) is downloaded before a plan names it.
 pub const FRESH_EMERGENCY_MS: i64 = 120_000;
-/// The local clock moving this much more or less than the monotonic clock between two readings was set (by
-/// NTP, a person, or a boot without a clock battery).
-const CLOCK_STEP_MS: i64 = 2_000;
 /// How often the download order is recomputed even without news.
 const REFRESH_DOWNLOADS: Duration = Duration::from_secs(5);
 
@@ -218,7 +216,7 @@ struct Agent {
     /// The session of the last `online` status sent, and when it was sent.
     online: Option<(u64, Instant)>,
     /// The local clock and the monotonic clock at the last reading, to see the local clock being set.
-    wall: (Timestamp, Instant),
+    wall: time::StepWatch,
     next_health: Instant,
     next_resend: Instant,
     next_refresh: Instant,
@@ -230,7 +228,7 @@ impl Agent {
             Downloader::new(rx.cache.clone(), rx.cfg.window_chunks, Duration::from_millis(rx.cfg.chunk_timeout_ms));
         let now = Instant::now();
         let tracker = OffsetTracker::for_keepalive(Duration::from_secs(rx.cfg.keepalive_s));
-        let wall = (rx.clock.now(), now);
+        let wall = time::StepWatch::new(rx.clock.now(), now);
         Agent {
             rx,
             client,
@@ -249,41 +247,6 @@ impl Agent {
             next_resend: now,
             next_refresh: now + REFRESH_DOWNLOADS,
         }
-    }
-
-    /// The local clock for a clock sample. If it was set since the last reading (it moved more than
-    /// [`CLOCK_STEP_MS`] away from the monotonic clock), the samples taken before are forgotten: they measured a
-    /// clock that is no more.
-    fn local_now(&mut self) -> Timestamp {
-        let (local, mono) = (self.rx.clock.now(), Instant::now());
-        let (then, then_mono) = self.wall;
-        let moved = local.ms_since(then);
-        let elapsed = i64::try_from(mono.duration_since(then_mono).as_millis()).unwrap_or(i64::MAX);
-        if (moved - elapsed).abs() > CLOCK_STEP_MS {
-            tracing::warn!(step_ms = moved - elapsed, "the local clock was set; measuring its offset again");
-            self.tracker.clear();
-        }
-        self.wall = (local, mono);
-        local
-    }
-
-    /// Records a round trip: the controller stamped `remote` on its answer to a message sent at monotonic
-    /// `sent`; `local` is the local clock at the answer's arrival.
-    fn answered(&mut self, local: Timestamp, sent: Instant, remote: Timestamp) {
-        // The send on the local clock as it reads now (the monotonic time since, so a clock set in between does
-        // not count).
-        let ago = i64::try_from(sent.elapsed().as_millis()).unwrap_or(i64::MAX);
-        self.tracker.answered(local.saturating_add_ms(-ago), remote);
-        tracing::debug!(
-            floor_ms = self.tracker.floor_ms(),
-            correction_ms = self.tracker.correction_ms(),
-            "clock measured by a round trip"
-        );
-    }
-
-    /// The controller's time, as well as this receiver knows it.
-    fn now(&self) -> Timestamp {
-        self.tracker.corrected(self.rx.clock.now())
     }
 
     fn reject(&mut self, what: &'static str, error: &ProtocolError) {
