@@ -144,10 +144,14 @@ pub fn render(
     let prefix = settings.topics.prefix();
     check_user(&settings.controller_id)?;
     let mut passwd = format!("{}:{}\n", settings.controller_id, password_hash(&settings.controller_password));
-    let mut acl = format!(
-        "# Loa topic ACL, written by `loa-controller mosquitto-acl`; rewrite it after registering receivers and\n\
-         # send mosquitto SIGHUP. A receiver reads only its own downlink and writes only its own uplink.\n\n\
-         user {}\ntopic readwrite {prefix}/#\n",
+    let acl = format!(
+        "# Loa topic ACL, written by `loa-controller mosquitto-acl` (rerun it after registering receivers: passwd\n\
+         # gains them; then send mosquitto SIGHUP). A receiver reads only its own downlink and writes only its own\n\
+         # uplink.\n\n\
+         user {}\ntopic readwrite {prefix}/#\n\n\
+         # Every receiver logs in with its id as user name (and client id): one pattern for all of them, so Mosquitto\n\
+         # does not scan a block per receiver on every connect.\n\
+         pattern read {prefix}/rx/%u/#\npattern write {prefix}/up/%u/+\n",
         settings.controller_id
     );
     let mut without_hash = Vec::new();
@@ -159,7 +163,6 @@ pub fn render(
             }
             None => without_hash.push(id.clone()),
         }
-        let _ = write!(acl, "\nuser {id}\ntopic read {prefix}/rx/{id}/#\ntopic write {prefix}/up/{id}/+\n");
     }
     Ok((passwd, acl, without_hash))
 }
@@ -258,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn renders_one_block_per_receiver() {
+    fn renders_a_login_per_receiver_and_one_pattern_for_all() {
         let settings = FileSettings {
             topics: Topics::default(),
             controller_id: "loa-controller".into(),
@@ -273,10 +276,8 @@ mod tests {
         assert_eq!(lines[1], "rx-aaaaaaaaaaaa:$7$h");
         assert_eq!(without, vec!["rx-bbbbbbbbbbbb".to_string()]);
         assert!(acl.contains("user loa-controller\ntopic readwrite loa/v1/#\n"));
-        assert!(acl.contains(
-            "user rx-aaaaaaaaaaaa\ntopic read loa/v1/rx/rx-aaaaaaaaaaaa/#\ntopic write loa/v1/up/rx-aaaaaaaaaaaa/+\n"
-        ));
-        assert!(acl.contains("user rx-bbbbbbbbbbbb\n"));
+        assert!(acl.contains("pattern read loa/v1/rx/%u/#\npattern write loa/v1/up/%u/+\n"));
+        assert!(!acl.contains("user rx-"), "one pattern, not a block per receiver:\n{acl}");
         let bad = FileSettings { controller_id: "a:b".into(), ..settings };
         assert!(matches!(render(&bad, &[]), Err(MosquittoFilesError::BadUser(_))));
     }
